@@ -1,0 +1,48 @@
+# lightning-resnet: common commands. `make install train` is the newcomer's first command.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= dev
+ARGS   ?=
+
+.PHONY: install train sweep test test-fast lint format tensorboard bench clean
+
+install: $(BIN)/activate
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+train:            ## one run on the default config; pass overrides with ARGS="model=resnet50 data=mask"
+	$(BIN)/python -m lightning_resnet $(ARGS)
+
+sweep:            ## a multirun; e.g. ARGS="model=resnet18,resnet34 optimizer=adam,sgd"
+	$(BIN)/python -m lightning_resnet -m $(ARGS)
+
+test:             ## the whole suite, as CI runs it
+	$(BIN)/python -m pytest -q
+
+test-fast:        ## skip the end-to-end runs
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint:
+	$(BIN)/ruff check lightning_resnet tests benchmarks
+	$(BIN)/ruff format --check lightning_resnet tests benchmarks
+
+format:
+	$(BIN)/ruff check --fix lightning_resnet tests benchmarks
+	$(BIN)/ruff format lightning_resnet tests benchmarks
+
+tensorboard:      ## dashboards of every run and sweep
+	$(BIN)/tensorboard --logdir . --host 127.0.0.1
+
+bench:
+	$(BIN)/python -m benchmarks $(ARGS)
+
+clean:
+	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
+	find multirun -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,80 @@
+"""Build the run's objects from the composed config, shared by every task (train, evaluate, ...).
+
+Every object comes from `hydra.utils.instantiate`; the only logic here is ordering (the model needs
+the data module's class count) and turning instantiation failures into messages naming the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_resnet.data.base import ClassificationDataModule
+from lightning_resnet.errors import ConfigError
+from lightning_resnet.models.classifier import ResNetClassifier
+from lightning_resnet.models.losses import balanced_class_weights
+
+log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
+    """`instantiate(node)`, re-raising a config error from inside as a `ConfigError` naming `key`."""
+    if not node:  # null or empty (e.g. scheduler=none): nothing to build
+        return None
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError | FileNotFoundError):
+            raise type(cause)(str(cause)) from err
+        raise ConfigError(f"{key}: {err}") from err
+
+
+def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
+    """The data module with its augmentation, set up for fitting (the model needs its classes)."""
+    augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
+    datamodule = build(cfg.data, "data", augment=augment.get("ops", []))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_loss(cfg: DictConfig, datamodule: ClassificationDataModule) -> Any:
+    loss_cfg = cfg.get("loss")
+    if loss_cfg is not None and loss_cfg.get("class_weights") == "balanced":
+        loss_cfg = OmegaConf.merge(loss_cfg, {"class_weights": balanced_class_weights(datamodule.class_counts())})
+        log.info("loss.class_weights=balanced -> %s", [round(w, 4) for w in loss_cfg.class_weights])
+    return build(loss_cfg, "loss")
+
+
+def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> ResNetClassifier:
+    return build(
+        cfg.model,
+        "model",
+        _convert_="all",  # plain lists/dicts in hparams, so checkpoints load with weights_only=True
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        loss=build_loss(cfg, datamodule),
+        optimizer=build(cfg.get("optimizer"), "optimizer"),
+        scheduler=build(cfg.get("scheduler"), "scheduler"),
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every entry of `cfg.callbacks` with a `_target_` (null entries are switched-off callbacks)."""
+    nodes = cfg.get("callbacks") or {}
+    return [build(node, f"callbacks.{name}") for name, node in nodes.items() if node and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    nodes = cfg.get("logger") or {}
+    return [build(node, f"logger.{name}") for name, node in nodes.items() if node and "_target_" in node]
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    return build(cfg.trainer, "trainer", callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False, **kwargs)

@@ -1,0 +1,174 @@
+"""`ResNetClassifier`: a backbone from the registry, a dropout + linear head, metrics and optimisation.
+
+Loss, optimizer and scheduler arrive already built (a module and two `functools.partial`s from
+Hydra) and are not saved as hyper-parameters: a checkpoint rebuilds the network from plain values
+alone, so it loads with `weights_only=True` and never executes code named in the file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from lightning_resnet import __version__
+from lightning_resnet.models.backbones import build_backbone
+from lightning_resnet.models.losses import CrossEntropyLoss
+
+CHECKPOINT_KEY = "lightning_resnet"  # extra checkpoint entry: package version, class names, eval transform
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Epoch-level metrics under the stable names `<stage>/acc|f1|precision|recall` (DDP-synced)."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ResNetClassifier(pl.LightningModule):
+    """Any registered backbone + `Dropout -> Linear(num_classes)` head.
+
+    Args:
+        arch: backbone name (see `BACKBONES`), e.g. resnet18, resnext50_32x4d.
+        num_classes: output classes; the train task takes it from the data module.
+        weights: None (from scratch), a torchvision weights name (IMAGENET1K_V2, DEFAULT) or a local file.
+        head_dropout: dropout before the final linear layer.
+        class_names: saved in checkpoints so prediction needs no data config.
+        loss: the training loss module (default: cross-entropy).
+        optimizer: `partial(torch.optim.X, lr=...)` taking the parameter groups.
+        scheduler: partial returning a scheduler or a Lightning scheduler dict (see `models.schedulers`).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        num_classes: int = 10,
+        weights: str | None = None,
+        head_dropout: float = 0.0,
+        class_names: Sequence[str] | None = None,
+        loss: nn.Module | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"])
+        self.backbone, self.num_features = build_backbone(arch, weights)
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.num_features, num_classes))
+        self.loss_fn = loss if loss is not None else CrossEntropyLoss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.train_metrics = classification_metrics(num_classes, "train/")
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
+        self.eval_transform: dict[str, Any] | None = None  # filled from the data module, saved in checkpoints
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ResNetClassifier:
+        """Load for inference: `weights_only=True`, and no pretrained download (the checkpoint has them)."""
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        if CHECKPOINT_KEY not in checkpoint:
+            raise ValueError(f"{path} is not a lightning-resnet checkpoint (no '{CHECKPOINT_KEY}' entry)")
+        hparams = {**checkpoint["hyper_parameters"], "weights": None}
+        model = cls(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.eval_transform = checkpoint[CHECKPOINT_KEY].get("eval_transform")
+        return model.eval()
+
+    # -- forward -----------------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (globally pooled) features, used by embedding plots and linear probes."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        target = y.argmax(dim=1) if y.ndim == 2 else y  # soft labels from MixUp/CutMix
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        for name, metric in metrics.items():
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name.endswith("/acc"), batch_size=len(x))
+        return {"loss": loss, "logits": logits.detach(), "target": target}
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "lower optimizer.lr, enable trainer.gradient_clip_val, or check the data"
+            )
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).softmax(dim=1)
+
+    # -- optimisation ------------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Named parameter groups, backbone first; fine-tuning strategies set per-group LRs on these."""
+        return [
+            {"name": "backbone", "params": [p for p in self.backbone.parameters() if p.requires_grad]},
+            {"name": "head", "params": list(self.head.parameters())},
+        ]
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("ResNetClassifier needs an optimizer to train (the `optimizer` config group)")
+        groups = [g for g in self.param_groups() if g["params"]]
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        context = {"max_epochs": self.trainer.max_epochs, "steps_per_epoch": self._steps_per_epoch()}
+        accepted = inspect.signature(self.scheduler_factory).parameters
+        scheduler = self.scheduler_factory(optimizer, **{k: v for k, v in context.items() if k in accepted})
+        config = scheduler if isinstance(scheduler, dict) else {"scheduler": scheduler, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _steps_per_epoch(self) -> int:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            return 1
+        return max(1, math.ceil(self.trainer.estimated_stepping_batches / max_epochs))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "eval_transform_spec"):
+            self.eval_transform = datamodule.eval_transform_spec()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "version": __version__,
+            "class_names": list(self.hparams.class_names or []),
+            "eval_transform": self.eval_transform,
+        }

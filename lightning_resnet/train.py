@@ -1,0 +1,103 @@
+"""The train task: `python -m lightning_resnet [overrides]` fits, then tests the best checkpoint.
+
+Writes into the run directory: the composed config (`.hydra/`), `checkpoints/` (best + last),
+TensorBoard events, `history.json` and `metrics.json`; returns the monitored metric for sweepers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_resnet import CONFIG_DIR
+from lightning_resnet.builders import build_datamodule, build_model, build_trainer
+from lightning_resnet.callbacks.history import MetricHistory
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("acc", "f1", "precision", "recall", "loss")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as the config says; returns the content of `metrics.json`."""
+    started = time.time()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    test_results: list[dict[str, float]] = []
+    if cfg.get("test", True):
+        test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+
+    metrics = collect_metrics(cfg, trainer, test_results, best_path, time.time() - started)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
+    return metrics
+
+
+def collect_metrics(
+    cfg: DictConfig, trainer: pl.Trainer, test_results: list[dict[str, float]], best_path: str, wall_s: float
+) -> dict[str, Any]:
+    """Final figures of a run: best-over-epochs train/val, last epoch, and test with the best checkpoint."""
+    history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
+    epochs = history.epochs if history else []
+    checkpoint = trainer.checkpoint_callback
+    score = getattr(checkpoint, "best_model_score", None)
+    best = {}
+    if history:
+        for stage in ("train", "val"):
+            for name in METRIC_NAMES:
+                best[f"{stage}/{name}"] = history.best(f"{stage}/{name}", "min" if name == "loss" else "max")
+    return {
+        "monitor": cfg.monitor,
+        "mode": cfg.monitor_mode,
+        "best_score": float(score) if score is not None else None,
+        "best_checkpoint": best_path or None,
+        "epochs_run": len(epochs),
+        "best": {k: v for k, v in best.items() if v is not None},
+        "last": {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"},
+        "test": {k: float(v) for k, v in (test_results[0] if test_results else {}).items()},
+        "wall_time_s": round(wall_s, 2),
+    }
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A split x metric table of best train/val and test figures, for the end of the log."""
+    names = METRIC_NAMES
+    rows = [
+        ("train (best epoch)", {n: metrics["best"].get(f"train/{n}") for n in names}),
+        ("val (best epoch)", {n: metrics["best"].get(f"val/{n}") for n in names}),
+        ("test (best ckpt)", {n: metrics["test"].get(f"test/{n}") for n in names}),
+    ]
+    header = f"{'split':<20}" + "".join(f"{n:>11}" for n in names)
+    lines = [header, "-" * len(header)]
+    for label, values in rows:
+        cells = (f"{v:>11.4f}" if v is not None else f"{'-':>11}" for v in values.values())
+        lines.append(f"{label:<20}" + "".join(cells))
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)["best_score"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared fixtures: compose the real config tree with overrides, writing into a temp dir."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lightning_resnet import CONFIG_DIR
+
+# Small and quick: 32 px digits, a few batches, no progress bar spam.
+FAST = [
+    "data.image_size=32",
+    "data.batch_size=32",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
+
+
+def compose_config(output_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`make_cfg("model=resnet34", ...)`: the composed train config, outputs under tmp_path."""
+
+    def _make(*overrides: str, fast: bool = True) -> DictConfig:
+        return compose_config(tmp_path / "run", [*(FAST if fast else []), *overrides])
+
+    return _make
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from lightning_resnet.data import DigitsDataModule
+from lightning_resnet.data.splits import stratified_split
+from lightning_resnet.errors import ConfigError
+
+
+def _dm(**kwargs) -> DigitsDataModule:
+    dm = DigitsDataModule(image_size=32, batch_size=16, num_workers=0, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_split_sizes_classes_and_stratification():
+    dm = _dm()
+    assert dm.num_classes == 10 and dm.class_names == [str(i) for i in range(10)]
+    sizes = {s: len(d) for s, d in dm.datasets.items()}
+    assert sum(sizes.values()) == 1797
+    assert sizes["train"] == pytest.approx(0.7 * 1797, abs=2)
+    for split in ("train", "val", "test"):
+        counts = torch.tensor(dm.class_counts(split), dtype=torch.float)
+        share = counts / counts.sum()
+        assert (share - 0.1).abs().max() < 0.02  # each class keeps its ~10 % share
+
+
+def test_splits_are_disjoint_and_reproducible():
+    labels = [i % 4 for i in range(200)]
+    a = stratified_split(labels, [0.6, 0.2, 0.2], seed=3)
+    b = stratified_split(labels, [0.6, 0.2, 0.2], seed=3)
+    c = stratified_split(labels, [0.6, 0.2, 0.2], seed=4)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert not (a[1] == c[1]).all()
+    merged = sorted(i for part in a for i in part.tolist())
+    assert merged == list(range(200))
+    with pytest.raises(ConfigError, match="sum to 1"):
+        stratified_split(labels, [0.5, 0.2], seed=0)
+
+
+def test_batch_shape_dtype_and_normalization():
+    dm = _dm()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+    all_train = torch.cat([b[0] for b in dm.train_dataloader()])
+    assert all_train.mean(dim=(0, 2, 3)).abs().max() < 1e-3  # normalize=auto: zero mean, unit std
+    assert (all_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+    raw = dm.datasets["train"].images
+    assert raw.dtype == torch.uint8 and raw.max() > 200  # real strokes, full range after upsampling
+
+
+def test_imagenet_and_explicit_normalization():
+    assert _dm(normalize="imagenet").mean == pytest.approx([0.485, 0.456, 0.406])
+    dm = _dm(normalize={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    x, _ = dm.datasets["val"][0]
+    raw = dm.datasets["val"].images[0].float() / 255
+    assert torch.allclose(x, (raw - 0.5) / 0.25, atol=1e-5)
+    assert dm.eval_transform_spec() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
