@@ -55,3 +55,16 @@ def test_imagenet_and_explicit_normalization():
     raw = dm.datasets["val"].images[0].float() / 255
     assert torch.allclose(x, (raw - 0.5) / 0.25, atol=1e-5)
     assert dm.eval_transform_spec() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def test_k_fold_validation_parts_are_disjoint_and_cover_the_pool():
+    folds = [_dm(num_folds=3, fold=k) for k in range(3)]
+    tests = {tuple(dm.datasets["test"].labels.tolist()) for dm in folds}
+    assert len(tests) == 1  # the test split is held out, identical for every fold
+    val_images = [dm.datasets["val"].images.flatten(1) for dm in folds]
+    pool = torch.cat([folds[0].datasets["train"].images, folds[0].datasets["val"].images]).flatten(1)
+    assert sum(len(v) for v in val_images) == len(pool)
+    seen = torch.cat(val_images)
+    assert torch.unique(seen, dim=0).shape[0] == torch.unique(pool, dim=0).shape[0]
+    with pytest.raises(ConfigError, match="data.num_folds"):
+        _dm(num_folds=3, fold=3)
