@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.reports import ReportWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def collect_metrics(
 ) -> dict[str, Any]:
     """Final figures of a run: best-over-epochs train/val, last epoch, and test with the best checkpoint."""
     history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
+    reports = next((c for c in trainer.callbacks if isinstance(c, ReportWriter)), None)
     epochs = history.epochs if history else []
     checkpoint = trainer.checkpoint_callback
     score = getattr(checkpoint, "best_model_score", None)
@@ -74,6 +76,7 @@ def collect_metrics(
         "best": {k: v for k, v in best.items() if v is not None},
         "last": {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"},
         "test": {k: float(v) for k, v in (test_results[0] if test_results else {}).items()},
+        "report": reports.summary if reports else {},
         "wall_time_s": round(wall_s, 2),
     }
 

@@ -1,0 +1,172 @@
+"""`ReportWriter`: every run ends with its report, on disk and in TensorBoard.
+
+At the start of fitting: the train-vs-val chart layout and a grid of augmented training images.
+During test: logits, targets and penultimate features (via a hook on the backbone). At the end of
+test: the report files (see `reporting.report`), the figures and projector data in TensorBoard,
+and the hyper-parameters with the final figures in the HParams tab.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.hooks import RemovableHandle
+from torchvision.utils import make_grid
+
+from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.errors import ConfigError
+from lightning_resnet.reporting.collector import TestCollector, denormalize
+from lightning_resnet.reporting.embedding import PROJECTIONS, subsample
+from lightning_resnet.reporting.report import write_report
+from lightning_resnet.reporting.tensorboard import (
+    log_curves_layout,
+    log_hparams_with_results,
+    log_projector,
+    tensorboard_logger,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReportWriter(pl.Callback):
+    """Writes the end-of-test report into `dirpath` and TensorBoard.
+
+    Args:
+        dirpath: where the report files go (the run directory).
+        embedding: 2-D projection of the features: `pca` or `tsne` (slower).
+        num_mistakes: how many of the most confident wrong predictions `mistakes.png` shows.
+        max_points: cap on the samples used for the embedding, silhouette and projector.
+        train_samples: augmented training images logged as a grid when fitting starts (0 = none).
+        seed: seed of the subsampling and projections.
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        embedding: str = "pca",
+        num_mistakes: int = 16,
+        max_points: int = 2000,
+        train_samples: int = 32,
+        seed: int | None = 0,
+    ) -> None:
+        if embedding not in PROJECTIONS:
+            raise ConfigError(f"callbacks.reports.embedding={embedding!r}; valid: {', '.join(PROJECTIONS)}")
+        self.dirpath = Path(dirpath)
+        self.embedding = embedding
+        self.num_mistakes = num_mistakes
+        self.max_points = max_points
+        self.train_samples = train_samples
+        self.seed = seed or 0
+        self.history: list[dict[str, Any]] | None = None  # set by tasks without a MetricHistory (evaluate)
+        self.summary: dict[str, Any] = {}
+        self._collector: TestCollector | None = None
+        self._features: torch.Tensor | None = None
+        self._hook: RemovableHandle | None = None
+        self._samples_logged = False
+
+    # -- fitting -----------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = tensorboard_logger(trainer)
+        if logger is not None and trainer.is_global_zero:
+            log_curves_layout(logger)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._samples_logged or self.train_samples <= 0 or trainer.global_step != 0:
+            return
+        self._samples_logged = True
+        logger = tensorboard_logger(trainer)
+        if logger is None or not trainer.is_global_zero:
+            return
+        mean, std = _normalization(pl_module)
+        images = denormalize(batch[0][: self.train_samples].detach().float(), mean, std)
+        grid = make_grid(images, nrow=8, padding=2)
+        logger.experiment.add_image("samples/train_augmented", grid, global_step=0)
+
+    # -- testing -----------------------------------------------------------------------------------
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mean, std = _normalization(pl_module)
+        self._collector = TestCollector(mean, std, num_mistakes=self.num_mistakes)
+        self._hook = pl_module.backbone.register_forward_hook(self._keep_features)
+
+    def _keep_features(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self._features = output
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._collector is None or self._features is None:
+            return
+        self._collector.update(batch[0], outputs["logits"], outputs["target"], self._features)
+        self._features = None
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        collector, self._collector = self._collector, None
+        if collector is None or not trainer.is_global_zero:
+            return
+        if trainer.world_size > 1:
+            log.warning("the report covers rank 0's share of the test set; evaluate on one device for all of it")
+        checkpoint = trainer.checkpoint_callback
+        monitor = getattr(checkpoint, "monitor", None) or "val/acc"
+        mode = getattr(checkpoint, "mode", "max")
+        history = self.history if self.history is not None else _history(trainer)
+        class_names = list(pl_module.hparams.get("class_names") or range(pl_module.hparams["num_classes"]))
+        class_names = [str(name) for name in class_names]
+        report = write_report(
+            collector, class_names, self.dirpath, history, monitor, mode, self.embedding, self.max_points, self.seed
+        )
+        self.summary = report.summary
+        logger = tensorboard_logger(trainer)
+        if logger is not None and report.figures:
+            self._log_to_tensorboard(logger, trainer, collector, class_names, history, report.figures)
+        report.close()
+
+    def _log_to_tensorboard(self, logger, trainer, collector, class_names, history, figs) -> None:
+        step = trainer.global_step
+        for name, fig in figs.items():
+            logger.experiment.add_figure(f"report/{name}", fig, global_step=step, close=False)
+        logits, targets, features, thumbnails = collector.stacked()
+        chosen = torch.as_tensor(subsample(len(targets), self.max_points, self.seed))
+        log_projector(
+            logger,
+            features[chosen],
+            targets[chosen].tolist(),
+            logits[chosen].argmax(dim=1).tolist(),
+            class_names,
+            thumbnails[chosen],
+            step,
+        )
+        results = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if history:
+            for key in ("train/acc", "val/acc"):
+                values = [row[key] for row in history if key in row]
+                if values:
+                    results[f"best_{key.replace('/', '_')}"] = max(values)
+        if self.summary.get("silhouette") is not None:
+            results["silhouette"] = self.summary["silhouette"]
+        log_hparams_with_results(logger, results, step)
+        logger.experiment.flush()
+
+
+def _normalization(pl_module: pl.LightningModule) -> tuple[list[float], list[float]]:
+    spec = getattr(pl_module, "eval_transform", None) or {}
+    return list(spec.get("mean", [0.0, 0.0, 0.0])), list(spec.get("std", [1.0, 1.0, 1.0]))
+
+
+def _history(trainer: pl.Trainer) -> list[dict[str, Any]] | None:
+    history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
+    return history.epochs if history is not None else None
