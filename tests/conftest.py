@@ -38,3 +38,14 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One short digits run (2 epochs, 10 batches each), trained once and shared by the tests of the
+    report, evaluate, predict, explain and export: (run directory, metrics.json content)."""
+    from lightning_resnet.train import run
+
+    out = tmp_path_factory.mktemp("digits_run")
+    overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "optimizer.lr=0.002"]
+    return out, run(compose_config(out, [*FAST, *overrides]))

@@ -12,14 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
 
 from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.reporting.collector import TestCollector, denormalize
+from lightning_resnet.reporting.collector import OutputCollector, denormalize
 from lightning_resnet.reporting.embedding import PROJECTIONS, subsample
 from lightning_resnet.reporting.report import write_report
 from lightning_resnet.reporting.tensorboard import (
@@ -63,7 +65,7 @@ class ReportWriter(pl.Callback):
         self.seed = seed or 0
         self.history: list[dict[str, Any]] | None = None  # set by tasks without a MetricHistory (evaluate)
         self.summary: dict[str, Any] = {}
-        self._collector: TestCollector | None = None
+        self._collector: OutputCollector | None = None
         self._features: torch.Tensor | None = None
         self._hook: RemovableHandle | None = None
         self._samples_logged = False
@@ -91,7 +93,7 @@ class ReportWriter(pl.Callback):
     # -- testing -----------------------------------------------------------------------------------
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         mean, std = _normalization(pl_module)
-        self._collector = TestCollector(mean, std, num_mistakes=self.num_mistakes)
+        self._collector = OutputCollector(mean, std, num_mistakes=self.num_mistakes)
         self._hook = pl_module.backbone.register_forward_hook(self._keep_features)
 
     def _keep_features(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -133,12 +135,13 @@ class ReportWriter(pl.Callback):
         logger = tensorboard_logger(trainer)
         if logger is not None and report.figures:
             self._log_to_tensorboard(logger, trainer, collector, class_names, history, report.figures)
-        report.close()
 
     def _log_to_tensorboard(self, logger, trainer, collector, class_names, history, figs) -> None:
         step = trainer.global_step
-        for name, fig in figs.items():
-            logger.experiment.add_figure(f"report/{name}", fig, global_step=step, close=False)
+        for name, png in figs.items():
+            with Image.open(png) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            logger.experiment.add_image(f"report/{name}", pixels, global_step=step, dataformats="HWC")
         logits, targets, features, thumbnails = collector.stacked()
         chosen = torch.as_tensor(subsample(len(targets), self.max_points, self.seed))
         log_projector(

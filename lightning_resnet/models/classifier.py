@@ -25,10 +25,10 @@ from torchmetrics.classification import (
 )
 
 from lightning_resnet import __version__
+from lightning_resnet.checkpoints import CHECKPOINT_KEY, read_checkpoint
+from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.backbones import build_backbone
 from lightning_resnet.models.losses import CrossEntropyLoss
-
-CHECKPOINT_KEY = "lightning_resnet"  # extra checkpoint entry: package version, class names, eval transform
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -84,12 +84,13 @@ class ResNetClassifier(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ResNetClassifier:
         """Load for inference: `weights_only=True`, and no pretrained download (the checkpoint has them)."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        if CHECKPOINT_KEY not in checkpoint:
-            raise ValueError(f"{path} is not a lightning-resnet checkpoint (no '{CHECKPOINT_KEY}' entry)")
+        checkpoint = read_checkpoint(path, map_location)
         hparams = {**checkpoint["hyper_parameters"], "weights": None}
-        model = cls(**hparams)
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model = cls(**hparams)
+            model.load_state_dict(checkpoint["state_dict"])
+        except (TypeError, RuntimeError) as err:  # another model's hyper-parameters or weights
+            raise ConfigError(f"ckpt_path={path} does not fit {cls.__name__}: {str(err).splitlines()[0]}") from None
         model.eval_transform = checkpoint[CHECKPOINT_KEY].get("eval_transform")
         return model.eval()
 

@@ -1,4 +1,4 @@
-"""`TestCollector`: what the report needs from the test loop, gathered batch by batch.
+"""`OutputCollector`: what the report needs from the test loop, gathered batch by batch.
 
 Logits, targets and penultimate features are kept for every sample; images only as small uint8
 thumbnails (for TensorBoard's projector) and, at full size, for the `k` most confident mistakes seen
@@ -31,7 +31,7 @@ class Mistake:
 
 
 @dataclass
-class TestCollector:
+class OutputCollector:
     mean: Sequence[float]
     std: Sequence[float]
     num_mistakes: int = 16

@@ -1,4 +1,4 @@
-"""Turn a test pass (a `TestCollector`) into the report files of a run directory.
+"""Turn a test pass (a `OutputCollector`) into the report files of a run directory.
 
 Files: `classification_report.{csv,md}`, `predictions.csv`, `confusion_matrix.png`, `curves.png`
 (when there is a history), `embedding.png`, `mistakes.png`. Returns a JSON-ready summary (for
@@ -25,7 +25,7 @@ from lightning_resnet.reporting.classification_report import (
     write_report_csv,
     write_report_markdown,
 )
-from lightning_resnet.reporting.collector import TestCollector
+from lightning_resnet.reporting.collector import OutputCollector
 from lightning_resnet.reporting.embedding import project_2d, silhouette, subsample
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Report:
     summary: dict[str, Any]
-    figures: dict[str, Figure] = field(default_factory=dict)
-
-    def close(self) -> None:
-        for fig in self.figures.values():
-            plt.close(fig)
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG file
 
 
 def write_predictions_csv(path: Path, probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> None:
@@ -52,7 +48,7 @@ def write_predictions_csv(path: Path, probs: torch.Tensor, targets: torch.Tensor
 
 
 def write_report(
-    collector: TestCollector,
+    collector: OutputCollector,
     class_names: Sequence[str],
     out_dir: Path,
     history: Sequence[dict[str, Any]] | None = None,
@@ -102,8 +98,11 @@ def write_report(
         [m.confidence for m in mistakes],
         class_names,
     )
+    pngs = {}
     for name, fig in figs.items():
-        fig.savefig(out_dir / f"{name}.png", dpi=110)
+        pngs[name] = out_dir / f"{name}.png"
+        fig.savefig(pngs[name], dpi=110)
+        plt.close(fig)
 
     summary = {
         "samples": len(targets),
@@ -116,4 +115,4 @@ def write_report(
         "files": sorted([*(f"{name}.png" for name in figs), "classification_report.csv", "classification_report.md"]),
     }
     log.info("report written to %s (silhouette of test features: %s)", out_dir, score_text)
-    return Report(summary, figs)
+    return Report(summary, pngs)

@@ -1,0 +1,160 @@
+"""The end-of-test report: files in the run directory, TensorBoard entries, and the numbers in them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import classification_report as sk_classification_report
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from lightning_resnet.reporting.classification_report import classification_report
+from lightning_resnet.reporting.collector import OutputCollector
+from lightning_resnet.reporting.figures import best_epoch, curves_figure
+from tests.conftest import read_json
+
+pytestmark = pytest.mark.slow
+
+REPORT_FILES = (
+    "classification_report.csv",
+    "classification_report.md",
+    "predictions.csv",
+    "confusion_matrix.png",
+    "curves.png",
+    "embedding.png",
+    "mistakes.png",
+    "metrics.json",
+)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_directory_holds_every_report_file(trained_digits_run):
+    out, metrics = trained_digits_run
+    for name in REPORT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = metrics["report"]
+    assert metrics == read_json(out / "metrics.json")
+    assert report["samples"] == 270 == len(read_csv(out / "predictions.csv"))  # 15 % of 1,797 digits
+    assert -1.0 <= report["silhouette"] <= 1.0
+    assert report["accuracy"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+    assert report["macro_f1"] == pytest.approx(metrics["test"]["test/f1"], abs=1e-6)
+    assert {"train/acc", "val/acc"} <= set(metrics["best"])
+
+
+def test_tensorboard_events_hold_scalars_hparams_images_and_projector(trained_digits_run):
+    out, metrics = trained_digits_run
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(tags["scalars"])
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([r["val/acc"] for r in read_history(out)])
+    assert events.Scalars("hparams/test_acc")[-1].value == pytest.approx(metrics["test"]["test/acc"])
+    assert events.Scalars("hparams/silhouette")[-1].value == pytest.approx(metrics["report"]["silhouette"])
+    assert "custom_scalars__config__" in tags["tensors"]
+
+    images = set(tags["images"])
+    assert {"samples/train_augmented", *(f"report/{n}" for n in ("confusion_matrix", "curves", "embedding"))} <= images
+    assert "report/mistakes" in images
+    grid = events.Images("samples/train_augmented")[0]
+    assert grid.width > 8 * 32 and grid.height > 3 * 32  # 32 images of 32 px, 8 per row
+
+    hparams = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    assert {"hparams/test_acc", "hparams/best_val_acc", "hparams/silhouette"} <= {
+        m.name.tag for m in experiment.metric_infos
+    }
+    session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
+    values = session.session_start_info.hparams
+    assert values["optimizer/lr"].number_value == pytest.approx(0.002)
+    assert values["trainer/max_epochs"].number_value == 2
+
+    projector = (out / "tensorboard" / "projector_config.pbtxt").read_text()
+    folder = out / "tensorboard" / projector.split('metadata_path: "')[1].split("/metadata.tsv")[0]
+    features = np.loadtxt(folder / "tensors.tsv", delimiter="\t")
+    assert features.shape == (270, 512)  # resnet18's penultimate width
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert metadata[0] == "label\tpredicted" and len(metadata) == 271
+    predictions = read_csv(out / "predictions.csv")
+    assert metadata[1:4] == [f"{p['target']}\t{p['predicted']}" for p in predictions[:3]]
+    assert (folder / "sprite.png").is_file()
+
+
+def read_history(out: Path) -> list[dict]:
+    return read_json(out / "history.json")
+
+
+def test_classification_report_matches_scikit_learn_on_the_run(trained_digits_run):
+    out, _ = trained_digits_run
+    predictions = read_csv(out / "predictions.csv")
+    y_true = [int(p["target"]) for p in predictions]
+    y_pred = [int(p["predicted"]) for p in predictions]
+    assert_matches_sklearn(read_csv(out / "classification_report.csv"), y_true, y_pred, [str(i) for i in range(10)])
+
+
+def test_classification_report_matches_scikit_learn_with_absent_classes():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 4, (200,), generator=generator)  # class 4 never occurs
+    preds = torch.where(torch.rand(200, generator=generator) < 0.6, targets, torch.randint(0, 3, (200,)))
+    names = ["cat", "dog", "fox", "owl", "yak"]  # class 3 is never predicted, class 4 neither
+    report = classification_report(preds, targets, names)
+    rows = [{"class": k, **{c: str(v) for c, v in row.items()}} for k, row in report.items()]
+    assert_matches_sklearn(rows, targets.tolist(), preds.tolist(), names)
+
+
+def assert_matches_sklearn(rows: list[dict], y_true: list[int], y_pred: list[int], names: list[str]) -> None:
+    expected = sk_classification_report(
+        y_true, y_pred, labels=list(range(len(names))), target_names=names, output_dict=True, zero_division=0
+    )
+    ours = {row["class"]: row for row in rows}
+    assert set(ours) == set(expected)
+    for name, values in expected.items():
+        if name == "accuracy":
+            assert float(ours[name]["f1"]) == pytest.approx(values, abs=1e-4)
+            continue
+        for key, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert float(ours[name][key]) == pytest.approx(values[theirs], abs=1e-4), (name, key)
+        assert int(float(ours[name]["support"])) == values["support"]
+
+
+def test_curves_mark_the_best_epoch_of_the_monitored_metric():
+    history = [
+        {"epoch": 0, "train/loss": 1.0, "val/loss": 1.2, "train/acc": 0.5, "val/acc": 0.4},
+        {"epoch": 1, "train/loss": 0.6, "val/loss": 0.7, "train/acc": 0.7, "val/acc": 0.8},
+        {"epoch": 2, "train/loss": 0.4, "val/loss": 0.9, "train/acc": 0.9, "val/acc": 0.7},
+    ]
+    assert best_epoch(history, "val/acc", "max") == 1
+    assert best_epoch(history, "train/loss", "min") == 2
+    assert best_epoch(history, "test/acc") is None
+    fig = curves_figure(history, "val/acc", "max")
+    for ax in fig.axes:
+        marker = [line for line in ax.get_lines() if line.get_label().startswith("best epoch")]
+        assert len(marker) == 1 and list(marker[0].get_xdata()) == [1, 1]
+        plotted = {line.get_label() for line in ax.get_lines()}
+        assert {"train/loss", "val/loss"} <= plotted or {"train/acc", "val/acc"} <= plotted
+
+
+def test_collector_keeps_the_most_confident_mistakes_across_batches():
+    collector = OutputCollector(mean=[0.0] * 3, std=[1.0] * 3, num_mistakes=3)
+    images = torch.rand(4, 3, 8, 8)
+    # batch 1: sample 1 wrong at p~0.73, sample 3 wrong at p~0.98; batch 2: one wrong at p~0.88, one at p~0.5
+    first = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 4.0]])
+    second = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
+    for logits, targets in ((first, torch.tensor([0, 0, 1, 0])), (second, torch.tensor([1, 1, 1, 0]))):
+        collector.update(images, logits, targets, torch.rand(4, 16))
+    kept = [(m.index, m.target, m.predicted) for m in collector.mistakes]
+    assert kept == [(3, 0, 1), (4, 1, 0), (1, 0, 1)]
+    assert [m.confidence for m in collector.mistakes] == sorted(
+        (m.confidence for m in collector.mistakes), reverse=True
+    )
+    assert collector.mistakes[0].image.dtype == torch.uint8 and collector.mistakes[0].image.shape == (3, 8, 8)
+    logits, targets, features, thumbnails = collector.stacked()
+    assert logits.shape == (8, 2) and features.shape == (8, 16) and thumbnails.shape == (8, 3, 32, 32)

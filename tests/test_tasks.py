@@ -1,0 +1,182 @@
+"""The evaluate, predict and export tasks on the shared digits checkpoint, in process and by CLI."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from lightning_resnet import CONFIG_DIR, evaluate, export, predict
+from lightning_resnet.builders import build_datamodule
+from lightning_resnet.errors import ConfigError
+from lightning_resnet.models.classifier import ResNetClassifier
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+
+
+def task_config(name: str, output_dir: Path, *overrides: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def best_checkpoint(run: tuple[Path, dict]) -> str:
+    return run[1]["best_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def test_images(trained_digits_run, tmp_path_factory) -> Path:
+    """The digits test split as 32 px PNG files (0000.png, ...), plus one corrupt file."""
+    out, _ = trained_digits_run
+    datamodule = build_datamodule(compose_config(out / "unused", ["data.image_size=32"]))
+    folder = tmp_path_factory.mktemp("test_images")
+    for i, image in enumerate(datamodule.datasets["test"].images):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_digits_run, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("evaluate")
+    cfg = task_config(
+        "evaluate", out, f"ckpt_path={best_checkpoint(trained_digits_run)}", "callbacks.progress_bar.refresh_rate=0"
+    )
+    return out, evaluate.run(cfg)
+
+
+def test_evaluate_reproduces_the_runs_test_figures_and_report(trained_digits_run, evaluated):
+    run_dir, run_metrics = trained_digits_run
+    out, metrics = evaluated
+    assert metrics["test"]["test/acc"] == pytest.approx(run_metrics["test"]["test/acc"], abs=1e-6)
+    assert metrics["report"]["silhouette"] == pytest.approx(run_metrics["report"]["silhouette"], abs=1e-5)
+    assert read_csv(out / "classification_report.csv") == read_csv(run_dir / "classification_report.csv")
+    for name in ("confusion_matrix.png", "curves.png", "embedding.png", "mistakes.png", "metrics.json"):
+        assert (out / name).is_file(), name  # curves from the training run's history.json
+
+
+def test_evaluate_rejects_data_with_other_classes(trained_digits_run, tmp_path, monkeypatch):
+    cfg = task_config("evaluate", tmp_path, f"ckpt_path={best_checkpoint(trained_digits_run)}")
+    monkeypatch.setattr("lightning_resnet.data.DigitsDataModule.class_names", property(lambda self: list("abcdefghij")))
+    with pytest.raises(ConfigError, match="differ from the checkpoint"):
+        evaluate.run(cfg)
+
+
+def test_predict_on_a_folder_gives_the_labels_evaluate_gives(trained_digits_run, evaluated, test_images, tmp_path):
+    cfg = task_config("predict", tmp_path, f"ckpt_path={best_checkpoint(trained_digits_run)}", f"input={test_images}")
+    predictions = predict.run(cfg)
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert len(rows) == len(predictions) == 271  # 270 test images + the broken one, not notes.txt
+    broken = rows.pop()
+    assert broken["file"] == "zz_broken.png" and broken["label"] == "" and "not an image" in broken["error"]
+
+    expected = read_csv(evaluated[0] / "predictions.csv")
+    assert [r["file"] for r in rows] == [f"{i:04d}.png" for i in range(270)]
+    assert [r["label"] for r in rows] == [e["predicted"] for e in expected]
+    assert [float(r["confidence"]) for r in rows] == pytest.approx([float(e["confidence"]) for e in expected], abs=1e-5)
+    probs = np.array([[float(r[f"prob_{c}"]) for c in range(10)] for r in rows])
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert [r["top1"] for r in rows] == [r["label"] for r in rows]
+    assert all(float(r["top1_prob"]) >= float(r["top2_prob"]) >= float(r["top5_prob"]) for r in rows)
+
+
+def test_predict_kaggle_format_and_flip_tta(trained_digits_run, test_images, tmp_path):
+    ckpt = best_checkpoint(trained_digits_run)
+    kaggle = task_config("predict", tmp_path / "k", f"ckpt_path={ckpt}", f"input={test_images}", "format=kaggle")
+    predict.run(kaggle)
+    lines = (tmp_path / "k" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "id,label" and lines[1].startswith("0000,") and lines[-1] == "zz_broken,"
+
+    # TTA = the mean of the image's and its mirror image's probabilities.
+    one = test_images / "0005.png"
+    mirrored = tmp_path / "mirrored.png"
+    Image.open(one).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    model = ResNetClassifier.from_checkpoint(ckpt)
+    plain, flipped = predict.predict_files(model, one)[0].probs, predict.predict_files(model, mirrored)[0].probs
+    tta = predict.predict_files(model, one, flip_tta=True)[0].probs
+    assert torch.allclose(tta, (plain + flipped) / 2, atol=1e-6)
+    assert not torch.allclose(plain, flipped, atol=1e-4)
+
+    with pytest.raises(ConfigError, match="format='parquet'; valid: csv, kaggle"):
+        predict.run(task_config("predict", tmp_path, f"ckpt_path={ckpt}", f"input={test_images}", "format=parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_within_1e4(trained_digits_run, fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+        ort = pytest.importorskip("onnxruntime")
+    ckpt = best_checkpoint(trained_digits_run)
+    info = export.run(task_config("export", tmp_path, f"ckpt_path={ckpt}", f"format={fmt}"))
+    path = tmp_path / info["file"]
+    assert info["parity_max_abs_diff"] <= 1e-4 and info["class_names"] == [str(i) for i in range(10)]
+
+    # Independently of the task's own check: real digits, a batch size not seen at export time.
+    model = ResNetClassifier.from_checkpoint(ckpt)
+    datamodule = build_datamodule(compose_config(tmp_path / "unused", ["data.image_size=32"]))
+    images = next(iter(datamodule.test_dataloader()))[0][:5]
+    with torch.no_grad():
+        expected = model(images).numpy()
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": images.numpy()})[0]
+    else:
+        got = torch.jit.load(str(path))(images).detach().numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_export_fails_when_the_exported_model_disagrees(trained_digits_run, tmp_path, monkeypatch):
+    ckpt = best_checkpoint(trained_digits_run)
+    real_run = export.instantiate
+
+    def skewed(node):
+        exporter = real_run(node)
+        original = exporter.run
+        exporter.run = lambda path, images: original(path, images) + 1e-3
+        return exporter
+
+    monkeypatch.setattr(export, "instantiate", skewed)
+    with pytest.raises(export.ExportParityError, match="differ from PyTorch's by 0.001"):
+        export.run(task_config("export", tmp_path, f"ckpt_path={ckpt}", "format=torchscript"))
+
+
+def cli(task: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", f"lightning_resnet.{task}", *overrides]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_evaluate_predict_export(trained_digits_run, test_images, tmp_path):
+    ckpt = best_checkpoint(trained_digits_run)
+    result = cli("evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'e'}", "trainer.limit_test_batches=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "e" / "classification_report.md").is_file()
+
+    output = tmp_path / "p.csv"
+    result = cli(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={test_images}",
+        f"output={output}",
+        "tta=true",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_csv(output)) == 271
+    assert "zz_broken.png" in result.stderr + result.stdout  # the unreadable file is named in the log
+
+    result = cli("export", f"ckpt_path={ckpt}", "format=torchscript", f"hydra.run.dir={tmp_path / 'x'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "x" / "model.pt").is_file() and (tmp_path / "x" / "model.json").is_file()
