@@ -17,8 +17,6 @@ from lightning_resnet.reporting.collector import OutputCollector
 from lightning_resnet.reporting.figures import best_epoch, curves_figure
 from tests.conftest import read_json
 
-pytestmark = pytest.mark.slow
-
 REPORT_FILES = (
     "classification_report.csv",
     "classification_report.md",
@@ -36,6 +34,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_run_directory_holds_every_report_file(trained_digits_run):
     out, metrics = trained_digits_run
     for name in REPORT_FILES:
@@ -49,6 +48,7 @@ def test_run_directory_holds_every_report_file(trained_digits_run):
     assert {"train/acc", "val/acc"} <= set(metrics["best"])
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_scalars_hparams_images_and_projector(trained_digits_run):
     out, metrics = trained_digits_run
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -92,6 +92,7 @@ def read_history(out: Path) -> list[dict]:
     return read_json(out / "history.json")
 
 
+@pytest.mark.slow
 def test_classification_report_matches_scikit_learn_on_the_run(trained_digits_run):
     out, _ = trained_digits_run
     predictions = read_csv(out / "predictions.csv")
