@@ -36,9 +36,12 @@ def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
-    """The data module with its augmentation, set up for fitting (the model needs its classes)."""
+    """The data module with its augmentation, set up for fitting (the model needs its classes).
+
+    `augment.ops` transform training images; `augment.batch` (MixUp/CutMix) mixes training batches.
+    """
     augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
-    datamodule = build(cfg.data, "data", augment=augment.get("ops", []))
+    datamodule = build(cfg.data, "data", augment=augment.get("ops", []), batch_augment=augment.get("batch", []))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -1,0 +1,193 @@
+"""`ClassificationDataModule`: what every dataset shares (loaders, normalisation, class info).
+
+Subclasses implement `_load_splits()` returning train/val/test datasets of (image, label) that
+take a `transform`; this base decides the transforms, the loaders and the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torchvision.transforms import v2
+
+from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, build_transform
+from lightning_resnet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SAMPLERS = (None, "weighted")
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Base for image-classification data modules.
+
+    Args:
+        batch_size: per-device batch size.
+        image_size: square side the images are resized to.
+        normalize: `imagenet`, `auto` (mean/std of the training split), null (none),
+            or `{mean: [...], std: [...]}`.
+        augment: transforms.v2 ops applied to training images only (the `augment` config group).
+        num_workers: DataLoader workers; `auto` = the CPUs this process may use.
+        pin_memory: `auto` = on when CUDA is available.
+        persistent_workers: keep workers alive between epochs (only when num_workers > 0).
+        seed: seed of the dataset's splits (training randomness follows the global `seed`).
+        prefetch_factor: batches loaded ahead per worker (null: PyTorch's default; only with workers).
+        sampler: null (shuffle) or `weighted`: draw training images with probability 1 / class count,
+            so every class is seen equally often (with replacement, same epoch length).
+        batch_augment: batch-level ops on training batches (MixUp/CutMix, the `augment.batch` entries),
+            each an op or a factory called with `num_classes=`; one is chosen at random per batch.
+        crop_ratio: null (resize to a square) or e.g. 0.875: resize the shorter side to
+            image_size / crop_ratio, then centre-crop image_size (train and eval geometry alike).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        image_size: int = 224,
+        normalize: str | dict[str, Sequence[float]] | None = "imagenet",
+        augment: Sequence[nn.Module] = (),
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        seed: int = 0,
+        prefetch_factor: int | None = None,
+        sampler: str | None = None,
+        batch_augment: Sequence[Callable[..., Any]] = (),
+        crop_ratio: float | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or image_size < 1:
+            raise ConfigError(f"data.batch_size and data.image_size must be >= 1, got {batch_size}, {image_size}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler={sampler!r}; valid: null, weighted")
+        if crop_ratio is not None and not 0.0 < crop_ratio <= 1.0:
+            raise ConfigError(f"data.crop_ratio must be null or in (0, 1], got {crop_ratio}")
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.normalize = normalize
+        self.augment = list(augment)
+        self.num_workers = available_cpus() if num_workers == "auto" else int(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        self.seed = seed
+        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
+        self.sampler = sampler
+        self.batch_augment = list(batch_augment)
+        self.crop_ratio = crop_ratio
+        self.train_collate: BatchAugment | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.mean: list[float] = []
+        self.std: list[float] = []
+
+    # -- to implement ------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _load_splits(self) -> dict[str, Dataset]:
+        """Return {"train", "val", "test"} datasets without transforms; each must have `.labels`."""
+        raise NotImplementedError
+
+    def _train_mean_std(self) -> tuple[list[float], list[float]]:
+        """Mean/std of the training images, for `normalize: auto`."""
+        raise ConfigError(f"data.normalize=auto is not supported by {type(self).__name__}")
+
+    # -- shared ------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:  # idempotent: the train task sets up before Lightning does
+            return
+        self.datasets = self._load_splits()
+        self.mean, self.std = self._resolve_normalization()
+        train_tf = build_transform(self.mean, self.std, self.augment, self._resize(), self.crop_ratio)
+        eval_tf = self.eval_transform()
+        for split, dataset in self.datasets.items():
+            dataset.transform = train_tf if split == "train" else eval_tf
+        if self.batch_augment:
+            ops = [op if isinstance(op, nn.Module) else op(num_classes=self.num_classes) for op in self.batch_augment]
+            self.train_collate = BatchAugment(ops)
+        sizes = ", ".join(f"{s}={len(d)}" for s, d in self.datasets.items())
+        log.info("%s: %d classes, %s", type(self).__name__, self.num_classes, sizes)
+
+    def eval_transform(self) -> v2.Compose:
+        """Resize (and centre-crop) and normalise: for every split but train, and for prediction."""
+        return build_transform(self.mean, self.std, resize=self._resize(), crop_ratio=self.crop_ratio)
+
+    def _resize(self) -> int | None:
+        """Side to resize to in the transform; None when the dataset already delivers that size."""
+        return self.image_size
+
+    def _resolve_normalization(self) -> tuple[list[float], list[float]]:
+        norm = self.normalize
+        if norm is None or norm == "none":
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        if norm == "imagenet":
+            return list(IMAGENET_MEAN), list(IMAGENET_STD)
+        if norm == "auto":
+            return self._train_mean_std()
+        if isinstance(norm, dict) and {"mean", "std"} <= set(norm):
+            return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+        raise ConfigError(f"data.normalize={norm!r}; valid: imagenet, auto, none, or {{mean: [..], std: [..]}}")
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Images per class in `split` (after setup)."""
+        labels = torch.as_tensor(list(self.datasets[split].labels))
+        return torch.bincount(labels, minlength=self.num_classes).tolist()
+
+    def eval_transform_spec(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild the eval transform without the data config."""
+        spec = {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+        if self.crop_ratio is not None:
+            spec["crop_ratio"] = self.crop_ratio
+        return spec
+
+    def _weighted_sampler(self) -> Sampler:
+        """Each training image drawn with probability proportional to 1 / (its class's count)."""
+        labels = torch.as_tensor(list(self.datasets["train"].labels))
+        counts = torch.bincount(labels, minlength=self.num_classes).clamp(min=1)
+        return WeightedRandomSampler((1.0 / counts.double())[labels], num_samples=len(labels), replacement=True)
+
+    def _loader(
+        self, split: str, shuffle: bool, sampler: Sampler | None = None, collate_fn: Callable | None = None
+    ) -> DataLoader:
+        # Worker seeding: Lightning's seed_everything(workers=True) adds its worker_init_fn to every loader.
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self._weighted_sampler() if self.sampler == "weighted" else None
+        return self._loader("train", shuffle=True, sampler=sampler, collate_fn=self.train_collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
