@@ -94,6 +94,10 @@ def run(inputs: dict[str, Path], rows: list[dict], out: Path, *extra: str) -> in
     return main(argv)
 
 
+def first_row_of(colour: tuple[int, int, int], path: Path) -> int:
+    return int(np.flatnonzero((np.asarray(Image.open(path)) == colour).all(axis=-1).any(axis=1))[0])
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -130,8 +134,7 @@ def test_box_ends_up_letterboxed_on_its_corners_median(inputs: dict[str, Path], 
     assert np.all(crop[top + 5 : top + 107, 5:219] == RED)
 
     # The same box shape in other images lands at other seeded offsets.
-    tops = {np.flatnonzero((np.asarray(Image.open(p)) == RED).all(axis=-1).any(axis=1))[0]
-            for p in (tmp_path / "out").glob("*/person/person*_0.png")}  # fmt: skip
+    tops = {first_row_of(RED, path) for path in (tmp_path / "out").glob("*/person/person*_0.png")}
     assert len(tops) > 1
 
 
@@ -184,7 +187,11 @@ def test_unusable_rows_are_skipped_and_counted(inputs: dict[str, Path], tmp_path
     # The truncated image fails only when decoded, after the split was drawn: totals, not the 8:2, are exact.
     totals = {group: report["crops"]["train"][group] + report["crops"]["val"][group] for group in GROUPS}
     assert totals == {"person": 5, "animal": 0, "object": 5}
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*.jpg") if "empty" in p.name or "truncated" in p.name) == []
+    assert [Path(problem.split(":")[0]).name for problem in report["unreadable_images"]] == [
+        "empty.jpg",
+        "truncated.jpg",
+    ]
+    assert not [p for p in (tmp_path / "out").rglob("*.jpg") if p.stem.startswith(("empty", "truncated"))]
 
 
 def test_second_run_changes_nothing(inputs: dict[str, Path], tmp_path: Path) -> None:

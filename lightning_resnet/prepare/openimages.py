@@ -113,6 +113,7 @@ class PrepareReport:
     written: int = 0
     already_present: int = 0
     pruned: int = 0
+    unreadable_images: list[str] = field(default_factory=list)  # "<path>: <reason>"
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class PrepareReport:
             "written": self.written,
             "already_present": self.already_present,
             "pruned": self.pruned,
+            "unreadable_images": self.unreadable_images,
             "settings": self.settings,
         }
 
@@ -131,11 +133,16 @@ class PrepareReport:
         groups = sorted({group for counts in self.crops.values() for group in counts})
         lines = [f"{'':<10}" + "".join(f"{split:>10}" for split in SPLIT_NAMES)]
         lines += [
-            f"{group:<10}" + "".join(f"{self.crops[split].get(group, 0):>10}" for split in SPLIT_NAMES)
-            for group in groups
+            f"{group:<10}" + "".join(f"{self.crops[split][group]:>10}" for split in SPLIT_NAMES) for group in groups
         ]
+        empty = [group for group in groups if not any(self.crops[split][group] for split in SPLIT_NAMES)]
+        if empty:
+            lines.append(f"warning: no crops for groups {empty}")
         lines.append(f"written {self.written}, already present {self.already_present}, pruned {self.pruned}")
         lines += [f"skipped ({reason}): {count}" for reason, count in sorted(self.skipped.items())]
+        lines += [f"  {problem}" for problem in self.unreadable_images[:10]]
+        if len(self.unreadable_images) > 10:
+            lines.append(f"  ... {len(self.unreadable_images) - 10} more unreadable images in {REPORT_NAME}")
         return "\n".join(lines)
 
 
@@ -149,21 +156,17 @@ def _require_file(path: str | Path, option: str) -> Path:
     return path
 
 
-def _open_csv(path: Path) -> Iterable[list[str]]:
-    with path.open(newline="", encoding="utf-8") as file:
-        yield from csv.reader(file)
-
-
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """LabelName (`/m/...`) -> DisplayName; with V7's header row or without (the older boxable file)."""
     path = _require_file(path, "--classes")
     names: dict[str, str] = {}
-    for line, row in enumerate(_open_csv(path), start=1):
-        if not row or (line == 1 and not row[0].startswith("/")):  # a header: ids start with /m/ or /g/
-            continue
-        if len(row) < 2:
-            raise ConfigError(f"{path}:{line}: expected 'LabelName,DisplayName', got {row}")
-        names[row[0]] = row[1]
+    with path.open(newline="", encoding="utf-8") as file:
+        for line, row in enumerate(csv.reader(file), start=1):
+            if not row or (line == 1 and not row[0].startswith("/")):  # a header: ids start with /m/ or /g/
+                continue
+            if len(row) < 2:
+                raise ConfigError(f"{path}:{line}: expected 'LabelName,DisplayName', got {row}")
+            names[row[0]] = row[1]
     if not names:
         raise ConfigError(f"{path}: no class descriptions (expected rows 'LabelName,DisplayName')")
     return names
@@ -369,6 +372,7 @@ def _sized_boxes(
     workers: int,
     progress: bool,
     skipped: Counter[str],
+    unreadable: list[str],
 ) -> list[tuple[Box, PixelBox]]:
     """Boxes with their pixel coordinates, minus those of missing or unreadable images and the too small.
 
@@ -378,6 +382,7 @@ def _sized_boxes(
     image_ids = sorted({box.image_id for box in present})
     sizes = _map_in_processes(displayed_size, [images[i] for i in image_ids], workers, "reading sizes", progress)
     size_of = dict(zip(image_ids, sizes, strict=True))
+    unreadable += [size for size in sizes if isinstance(size, str)]
     kept = []
     for box in present:
         size = size_of[box.image_id]
@@ -446,21 +451,23 @@ def _prune_stale(out_dir: Path, planned: set[Path], pixels_unchanged: bool, prun
 def _write_crops(
     todo: Mapping[Path, tuple[Box, PixelBox]],
     images: Mapping[str, Path],
-    settings: Mapping[str, Any],
+    render: Callable[[CropJob], str | None],
     workers: int,
     progress: bool,
-) -> set[Path]:
-    """Write the crops of `todo`, one job per image; the destinations whose image could not be decoded."""
+) -> dict[str, tuple[Path, ...]]:
+    """Write the crops of `todo`, one job per image; for each image that cannot be decoded, the reason
+    and the crops it did not get."""
     per_image: dict[str, list[tuple[int, PixelBox, Path]]] = defaultdict(list)
     for destination, (box, pixel_box) in todo.items():
         destination.parent.mkdir(parents=True, exist_ok=True)
         per_image[box.image_id].append((box.index, pixel_box, destination))
     jobs = [CropJob(images[image_id], image_id, tuple(crops)) for image_id, crops in sorted(per_image.items())]
-    render = partial(
-        render_crops, seed=settings["seed"], canvas_size=settings["canvas_size"], image_format=settings["format"]
-    )
     failures = _map_in_processes(render, jobs, workers, "writing crops", progress)
-    return {crop[2] for job, failure in zip(jobs, failures, strict=True) if failure for crop in job.crops}
+    return {
+        failure: tuple(destination for _, _, destination in job.crops)
+        for job, failure in zip(jobs, failures, strict=True)
+        if failure is not None
+    }
 
 
 def _count_crops(crops: Iterable[Path], groups: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -514,8 +521,9 @@ def prepare_openimages(
         "exclude": sorted(exclude),
     }
     skipped: Counter[str] = Counter()
+    unreadable: list[str] = []
     boxes = read_boxes(detections_csv, label_groups, exclude, skipped)
-    kept = _sized_boxes(boxes, images, min_box_size, workers, progress, skipped)
+    kept = _sized_boxes(boxes, images, min_box_size, workers, progress, skipped, unreadable)
     if not kept:
         raise ConfigError(
             f"no usable boxes in {detections_csv} for groups {sorted(settings['groups'])}: {dict(skipped)}"
@@ -527,8 +535,11 @@ def prepare_openimages(
     pixels_unchanged = previous is None or all(previous.get(k) == settings[k] for k in ("seed", "canvas_size"))
     pruned = _prune_stale(out_dir, set(plan), pixels_unchanged, prune)
     todo = {destination: item for destination, item in plan.items() if not destination.exists()}
-    failed = _write_crops(todo, images, settings, workers, progress)
-    skipped[UNREADABLE] += len(failed)  # the header was fine, the pixel data is not (e.g. a truncated JPEG)
+    render = partial(render_crops, seed=seed, canvas_size=canvas_size, image_format=image_format)
+    failures = _write_crops(todo, images, render, workers, progress)  # headers fine, pixels not: truncated files
+    failed = {destination for destinations in failures.values() for destination in destinations}
+    skipped[UNREADABLE] += len(failed)
+    unreadable += failures
 
     report = PrepareReport(
         out_dir=str(out_dir),
@@ -537,6 +548,7 @@ def prepare_openimages(
         written=len(todo) - len(failed),
         already_present=len(plan) - len(todo),
         pruned=pruned,
+        unreadable_images=sorted(unreadable),
         settings=settings,
     )
     (out_dir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
