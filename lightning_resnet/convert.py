@@ -42,7 +42,7 @@ def read_keras_weights(path: Path) -> KerasWeights:
     """Per-layer weights of a Keras file, by layer name, in either layout."""
     h5py = _h5py()
     with h5py.File(path, "r") as file:
-        root = file["model_weights"] if "model_weights" in file else file
+        root = file.get("model_weights", file)
         if "layer_names" in root.attrs:  # legacy layout: named layers, named variables
             weights: KerasWeights = {}
             for layer in (n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]):
@@ -59,7 +59,8 @@ def read_keras_weights(path: Path) -> KerasWeights:
 def _read_keras3_weights(path: Path, file) -> KerasWeights:
     """Keras 3 `.weights.h5`: rebuild the matching application and load the file into it to get the names."""
     convs = sum(1 for name in file["layers"] if re.fullmatch(r"conv2d(_\d+)?", name))
-    blocks = {1 + 3 * sum(layout) + 4: name for name, layout in RESNET_V2_LAYOUTS.items()}  # stem + blocks + projections
+    # conv layers: the stem, three per block, one projection per stage
+    blocks = {1 + 3 * sum(layout) + 4: name for name, layout in RESNET_V2_LAYOUTS.items()}
     if convs not in blocks:
         raise ConfigError(f"{path}: {convs} conv layers match no ResNetV2 ({', '.join(RESNET_V2_LAYOUTS)})")
     dense = file["layers"].get("dense")
@@ -134,7 +135,8 @@ def convert_keras_resnetv2(source: str | Path, target: str | Path) -> str:
     blocks = sum(1 for key in state if key.endswith(".preact_bn.weight"))
     arch = next((name for name, layout in RESNET_V2_LAYOUTS.items() if sum(layout) == blocks), None)
     if arch is None:
-        raise ConfigError(f"{source}: {blocks} pre-activation blocks match no ResNetV2 ({', '.join(RESNET_V2_LAYOUTS)})")
+        valid = ", ".join(RESNET_V2_LAYOUTS)
+        raise ConfigError(f"{source}: {blocks} pre-activation blocks match no ResNetV2 ({valid})")
     has_top = "fc.weight" in state
     net = RESNET_V2S[arch](**({"num_classes": state["fc.weight"].shape[0]} if has_top else {}))
     missing, unexpected = net.load_state_dict(state, strict=False)  # also checks every shape

@@ -64,9 +64,7 @@ def _randomize(model, seed: int = 0) -> None:
         values = []
         for weight in layer.weights:
             shape = tuple(weight.shape)
-            if weight.path.endswith("moving_variance"):
-                values.append(rng.uniform(0.5, 1.5, shape).astype("float32"))
-            elif weight.path.endswith("gamma"):
+            if weight.path.endswith(("moving_variance", "gamma")):
                 values.append(rng.uniform(0.5, 1.5, shape).astype("float32"))
             else:
                 fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 10

@@ -73,7 +73,8 @@ class ResNetV2(nn.Module):
         self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2))
         in_channels = 64
         # Keras' stack_fn: widths 64/128/256/512; the last stage does not downsample (stride1=1).
-        for index, (blocks, width, stride) in enumerate(zip(blocks_per_stage, (64, 128, 256, 512), (2, 2, 2, 1))):
+        stages = zip(blocks_per_stage, (64, 128, 256, 512), (2, 2, 2, 1), strict=True)
+        for index, (blocks, width, stride) in enumerate(stages):
             stage = []
             for block in range(blocks):
                 last = block == blocks - 1
