@@ -66,9 +66,11 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> ResNet
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """Every entry of `cfg.callbacks` with a `_target_` (null entries are switched-off callbacks)."""
+    """Every entry of `cfg.callbacks` with a `_target_` (null entries are switched-off callbacks), and `finetune`."""
     nodes = cfg.get("callbacks") or {}
-    return [build(node, f"callbacks.{name}") for name, node in nodes.items() if node and "_target_" in node]
+    callbacks = [build(node, f"callbacks.{name}") for name, node in nodes.items() if node and "_target_" in node]
+    finetune = build(cfg.get("finetune"), "finetune")
+    return [*callbacks, finetune] if finetune is not None else callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
