@@ -7,6 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.nn import BatchNorm2d
 
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
 from lightning_resnet.callbacks import FinetuneStrategy
@@ -41,13 +42,12 @@ class Probe(pl.Callback):
         self.epochs.append(
             {
                 "trainable": {n for n, p in pl_module.named_parameters() if p.requires_grad},
-                "bn_training": {
-                    n for n, m in pl_module.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.training
-                },
+                "bn_training": {n for n, m in pl_module.named_modules() if isinstance(m, BatchNorm2d) and m.training},
                 "groups": {
                     g["name"]: {"lr": g["lr"], "params": {names[id(p)] for p in g["params"]}}
                     for g in trainer.optimizers[0].param_groups
                 },
+                "base_lrs": list(trainer.lr_scheduler_configs[0].scheduler.base_lrs),
             }
         )
 
@@ -99,7 +99,7 @@ def test_partial_freezes_the_stages_before_layer4(make_cfg):
         assert seen["trainable"] == trained
         assert seen["groups"]["backbone"]["params"] == params(model, "backbone.layer4.")
         layer4_bns = {
-            n for n, m in model.named_modules() if n.startswith("backbone.layer4.") and "BatchNorm" in type(m).__name__
+            n for n, m in model.named_modules() if n.startswith("backbone.layer4.") and isinstance(m, BatchNorm2d)
         }
         assert seen["bn_training"] == layer4_bns and len(layer4_bns) == 5  # bn1, bn2 x 2 blocks, downsample.1
     assert not any(k.startswith(("backbone.layer3.", "backbone.bn1", "backbone.conv1")) for k in changed)
@@ -126,6 +126,7 @@ def test_freeze_unfreeze_switches_at_the_epoch_and_lr_it_says_and_follows_the_sc
         assert seen["groups"]["backbone"]["lr"] == pytest.approx(1e-4 * cosine(epoch))
         assert seen["groups"]["head"]["lr"] == pytest.approx(1e-4 * cosine(epoch))
         assert "backbone.layer1.0.bn1" in seen["bn_training"]
+        assert seen["base_lrs"] == pytest.approx([1e-4, 1e-4])  # the scheduler knows the added group
     total = sum(p.numel() for p in model.parameters())
     assert [p["trainable"] for p in strategy.phases] == [sum(p.numel() for p in model.head.parameters()), total, total]
 

@@ -56,9 +56,8 @@ class FinetuneStrategy(BaseFinetuning):
         if unfreeze_at_epoch is not None and (unfreeze_at_epoch < 0 or freeze_before is None):
             raise ConfigError(f"finetune.unfreeze_at_epoch={unfreeze_at_epoch} needs >= 0 and finetune.freeze_before")
         if backbone_lr_scale <= 0 or (unfreeze_lr is not None and unfreeze_lr <= 0):
-            raise ConfigError(
-                f"finetune: need backbone_lr_scale > 0 and unfreeze_lr > 0 or null, got {backbone_lr_scale}, {unfreeze_lr}"
-            )
+            got = f"backbone_lr_scale={backbone_lr_scale}, unfreeze_lr={unfreeze_lr}"
+            raise ConfigError(f"finetune: need backbone_lr_scale > 0 and unfreeze_lr > 0 or null, got {got}")
         self.freeze_before = freeze_before
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.unfreeze_lr = unfreeze_lr
