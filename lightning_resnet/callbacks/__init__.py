@@ -2,5 +2,6 @@
 
 from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.model_cost import ModelCostReport
 
-__all__ = ["FinetuneStrategy", "MetricHistory"]
+__all__ = ["FinetuneStrategy", "MetricHistory", "ModelCostReport"]
