@@ -50,7 +50,9 @@ def pretrained_data_defaults(cfg: DictConfig) -> dict[str, Any]:
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
     """The data module with its augmentation, set up for fitting (the model needs its classes)."""
     augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
-    datamodule = build(cfg.data, "data", augment=augment.get("ops", []), **pretrained_data_defaults(cfg))
+    datamodule = build(
+        cfg.data, "data", _convert_="all", augment=augment.get("ops", []), **pretrained_data_defaults(cfg)
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
