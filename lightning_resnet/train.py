@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.model_cost import ModelCostReport
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def collect_metrics(
     epochs = history.epochs if history else []
     checkpoint = trainer.checkpoint_callback
     score = getattr(checkpoint, "best_model_score", None)
+    cost = next((c.cost for c in trainer.callbacks if isinstance(c, ModelCostReport) and c.cost), None)
     best = {}
     if history:
         for stage in ("train", "val"):
@@ -75,6 +77,7 @@ def collect_metrics(
         "last": {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"},
         "test": {k: float(v) for k, v in (test_results[0] if test_results else {}).items()},
         "wall_time_s": round(wall_s, 2),
+        "model": cost.as_dict() if cost else None,
     }
 
 

@@ -1,5 +1,7 @@
 """Callbacks the train task adds by config."""
 
+from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.model_cost import ModelCostReport
 
-__all__ = ["MetricHistory"]
+__all__ = ["FinetuneStrategy", "MetricHistory", "ModelCostReport"]

@@ -17,6 +17,8 @@ import torchvision
 from torch import nn
 
 from lightning_resnet.errors import ConfigError, WeightsUnavailableError
+from lightning_resnet.models.plain import PLAIN_RESNETS
+from lightning_resnet.models.resnet_v2 import RESNET_V2S
 
 TORCHVISION_RESNETS = (
     "resnet18",
@@ -38,7 +40,9 @@ def _torchvision_resnet(name: str) -> nn.Module:
 
 # name -> builder of a randomly initialised network with an `fc` layer; other modules register here.
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
-    name: partial(_torchvision_resnet, name) for name in TORCHVISION_RESNETS
+    **{name: partial(_torchvision_resnet, name) for name in TORCHVISION_RESNETS},
+    **PLAIN_RESNETS,
+    **RESNET_V2S,
 }
 
 
