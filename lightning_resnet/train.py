@@ -74,7 +74,8 @@ def finetune_phases(trainer: pl.Trainer, epochs: list[dict[str, float]]) -> list
             phases.append({"first_epoch": record["epoch"], "params_trainable": record["trainable"], "epochs": []})
         phases[-1]["epochs"].append(record["epoch"])
     for phase in phases:
-        rows = [row for row in epochs if row["epoch"] in phase.pop("epochs")]
+        phase_epochs = set(phase.pop("epochs"))
+        rows = [row for row in epochs if row["epoch"] in phase_epochs]
         phase["epochs_run"] = len(rows)
         for key, pick in (("val/acc", max), ("val/loss", min), ("train/acc", max)):
             values = [row[key] for row in rows if key in row]
