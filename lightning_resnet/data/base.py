@@ -143,7 +143,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             return list(IMAGENET_MEAN), list(IMAGENET_STD)
         if norm == "auto":
             return self._train_mean_std()
-        if isinstance(norm, dict) and {"mean", "std"} <= set(norm):
+        if isinstance(norm, Mapping) and {"mean", "std"} <= set(norm):
             return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
         raise ConfigError(f"data.normalize={norm!r}; valid: imagenet, auto, none, or {{mean: [..], std: [..]}}")
 

@@ -73,13 +73,13 @@ def weights_enum(arch: str, name: str) -> torchvision.models.WeightsEnum:
     return enum[name] if name != "DEFAULT" else enum.DEFAULT
 
 
-def _looks_like_path(weights: str) -> bool:
+def looks_like_path(weights: str) -> bool:
     return os.sep in weights or "/" in weights or Path(weights).suffix in {".pt", ".pth", ".ckpt", ".bin"}
 
 
 def load_backbone_weights(net: nn.Module, arch: str, weights: str) -> None:
     """Load ImageNet or local weights into `net`; the original `fc` is kept only if its shape fits."""
-    state = _read_state_dict(weights) if _looks_like_path(str(weights)) else fetch_torchvision_weights(arch, weights)
+    state = _read_state_dict(weights) if looks_like_path(str(weights)) else fetch_torchvision_weights(arch, weights)
     own = net.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in mismatched}  # a differently sized fc is expected

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lightning_resnet.models.backbones import _looks_like_path, weights_enum
+from lightning_resnet.models.backbones import looks_like_path, weights_enum
 
 IMAGENET_PREPROCESSING = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "image_size": 224}
 
@@ -23,7 +23,7 @@ def pretrained_preprocessing(arch: str, weights: str | None) -> dict[str, Any]:
     """{"mean", "std", "image_size"} the weights expect; ImageNet's defaults when they do not say."""
     if weights is None:
         return dict(IMAGENET_PREPROCESSING)
-    if _looks_like_path(str(weights)):
+    if looks_like_path(str(weights)):
         file = Path(weights).expanduser()
         saved = torch.load(file, map_location="cpu", weights_only=True, mmap=True) if file.is_file() else {}
         found = saved.get("preprocessing") if isinstance(saved, Mapping) else None
