@@ -6,7 +6,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev
 ARGS   ?=
 
-.PHONY: install train sweep test test-fast lint format tensorboard bench clean
+.PHONY: install train sweep reproduce test test-fast lint format tensorboard bench clean
 
 install: $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
@@ -21,6 +21,15 @@ train:            ## one run on the default config; pass overrides with ARGS="mo
 
 sweep:            ## a multirun; e.g. ARGS="model=resnet18,resnet34 optimizer=adam,sgd"
 	$(BIN)/python -m lightning_resnet -m $(ARGS)
+
+STUDY ?=
+DATA  ?=
+SINGLE_RUN_STUDIES := yoga_finetune
+reproduce:        ## a study of shared/studies.md: make reproduce STUDY=flatfoot_depth DATA=/path/to/flatfoot
+	@test -n "$(STUDY)" -a -n "$(DATA)" || { echo "usage: make reproduce STUDY=<experiment> DATA=<dataset folder>"; \
+	  ls conf/experiment | sed 's/\.yaml$$//; s/^/  /'; exit 2; }
+	$(BIN)/python -m lightning_resnet $(if $(filter $(STUDY),$(SINGLE_RUN_STUDIES)),,-m) \
+	  experiment=$(STUDY) data.root=$(abspath $(DATA)) $(ARGS)
 
 test:             ## the whole suite, as CI runs it
 	$(BIN)/python -m pytest -q

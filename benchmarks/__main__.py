@@ -1,5 +1,49 @@
-"""`python -m benchmarks`: placeholder until the speed issue lands its suite."""
+"""`make bench` = `python -m benchmarks [--sections ...] [--quick]`: one table of figures and ratios.
 
-import sys
+Each section measures its sides in one process run, so ratios hold on a noisy machine. The table is
+printed and written to `benchmarks/results/<machine>-<date>.md`.
+"""
 
-sys.exit("benchmarks: no benchmark suite yet (see the speed issue)")
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import time
+
+import torch
+
+from benchmarks.common import format_table, write_results
+
+SECTIONS = ("overhead", "startup")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; valid: {', '.join(SECTIONS)}")
+    quick = {"overhead": {"steps": 8, "warmup": 2, "repeats": 1}, "startup": {"full_epochs": 1}}
+    rows = []
+    for section in chosen:
+        started = time.time()
+        module = importlib.import_module(f"benchmarks.{section}")
+        rows += module.run(**(quick.get(section, {}) if args.quick else {}))
+        print(f"[{section}] done in {time.time() - started:.0f} s", flush=True)
+    header = (
+        f"# Benchmarks {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
+    )
+    table = format_table(rows)
+    print(f"\n{header}\n\n{table}")
+    if not args.quick:
+        print(f"\nwritten to {write_results(rows, header)}")
+
+
+if __name__ == "__main__":
+    main()

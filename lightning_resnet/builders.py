@@ -18,6 +18,7 @@ from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.models.losses import balanced_class_weights
+from lightning_resnet.models.pretrained import pretrained_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,31 @@ def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {err}") from err
 
 
+def pretrained_data_defaults(cfg: DictConfig) -> dict[str, Any]:
+    """`data.normalize` / `data.image_size` left at `weights` -> the pretrained weights' own values."""
+    wanted = [key for key in ("normalize", "image_size") if cfg.data.get(key) == "weights"]
+    if not wanted:
+        return {}
+    expected = pretrained_preprocessing(cfg.model.arch, cfg.model.get("weights"))
+    values = {"normalize": {"mean": expected["mean"], "std": expected["std"]}, "image_size": expected["image_size"]}
+    log.info("data: %s from model.weights=%s", {key: values[key] for key in wanted}, cfg.model.get("weights"))
+    return {key: values[key] for key in wanted}
+
+
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
-    """The data module with its augmentation, set up for fitting (the model needs its classes)."""
+    """The data module with its augmentation, set up for fitting (the model needs its classes).
+
+    `augment.ops` transform training images; `augment.batch` (MixUp/CutMix) mixes training batches.
+    """
     augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
-    datamodule = build(cfg.data, "data", augment=augment.get("ops", []))
+    datamodule = build(
+        cfg.data,
+        "data",
+        _convert_="all",
+        augment=augment.get("ops", []),
+        batch_augment=augment.get("batch", []),
+        **pretrained_data_defaults(cfg),
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -66,9 +88,11 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> ResNet
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """Every entry of `cfg.callbacks` with a `_target_` (null entries are switched-off callbacks)."""
+    """Every entry of `cfg.callbacks` with a `_target_` (null entries are switched-off callbacks), and `finetune`."""
     nodes = cfg.get("callbacks") or {}
-    return [build(node, f"callbacks.{name}") for name, node in nodes.items() if node and "_target_" in node]
+    callbacks = [build(node, f"callbacks.{name}") for name, node in nodes.items() if node and "_target_" in node]
+    finetune = build(cfg.get("finetune"), "finetune")
+    return [*callbacks, finetune] if finetune is not None else callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

@@ -44,7 +44,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.data.image_size = spec.get("image_size", cfg.data.image_size)
         if "mean" in spec:
             cfg.data.normalize = {"mean": spec["mean"], "std": spec["std"]}
-            cfg.data._convert_ = "all"  # passed as a plain dict
     datamodule = build_datamodule(cfg)
     trained_on = [str(name) for name in model.hparams.class_names or []]
     if trained_on and datamodule.class_names != trained_on:

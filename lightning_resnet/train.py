@@ -18,8 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
+from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter
+from lightning_resnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     test_results: list[dict[str, float]] = []
     if cfg.get("test", True):
-        test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        test_results = trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, best_path))
 
     metrics = collect_metrics(cfg, trainer, test_results, best_path, time.time() - started)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
     return metrics
+
+
+def test_checkpoint(cfg: DictConfig, best_path: str) -> str | None:
+    """`test_checkpoint: best` (by `monitor`) or `last` (the final epoch's weights, in memory)."""
+    choice = cfg.get("test_checkpoint", "best")
+    if choice not in ("best", "last"):
+        raise ConfigError(f"test_checkpoint={choice!r}; valid: best, last")
+    if choice == "last":
+        return None
+    return best_path or None
+
+
+def finetune_phases(trainer: pl.Trainer, epochs: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Best val figures of each fine-tuning phase (epochs with the same trainable parameter count)."""
+    strategy = next((c for c in trainer.callbacks if isinstance(c, FinetuneStrategy)), None)
+    phases: list[dict[str, Any]] = []
+    for record in strategy.phases if strategy else []:
+        if not phases or phases[-1]["params_trainable"] != record["trainable"]:
+            phases.append({"first_epoch": record["epoch"], "params_trainable": record["trainable"], "epochs": []})
+        phases[-1]["epochs"].append(record["epoch"])
+    for phase in phases:
+        phase_epochs = set(phase.pop("epochs"))
+        rows = [row for row in epochs if row["epoch"] in phase_epochs]
+        phase["epochs_run"] = len(rows)
+        for key, pick in (("val/acc", max), ("val/loss", min), ("train/acc", max)):
+            values = [row[key] for row in rows if key in row]
+            phase[f"best_{key}"] = pick(values) if values else None
+    return phases if len(phases) > 1 else []
 
 
 def collect_metrics(
@@ -62,6 +93,7 @@ def collect_metrics(
     epochs = history.epochs if history else []
     checkpoint = trainer.checkpoint_callback
     score = getattr(checkpoint, "best_model_score", None)
+    cost = next((c.cost for c in trainer.callbacks if isinstance(c, ModelCostReport) and c.cost), None)
     best = {}
     if history:
         for stage in ("train", "val"):
@@ -76,8 +108,10 @@ def collect_metrics(
         "best": {k: v for k, v in best.items() if v is not None},
         "last": {k: v for k, v in (epochs[-1] if epochs else {}).items() if k != "epoch"},
         "test": {k: float(v) for k, v in (test_results[0] if test_results else {}).items()},
+        "phases": finetune_phases(trainer, epochs),
         "report": reports.summary if reports else {},
         "wall_time_s": round(wall_s, 2),
+        "model": cost.as_dict() if cost else None,
     }
 
 

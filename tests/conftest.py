@@ -21,9 +21,15 @@ FAST = [
 ]
 
 
-def compose_config(output_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose_config(
+    output_dir: Path, overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False
+) -> DictConfig:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
+        return compose(
+            "train",
+            overrides=[f"paths.output_dir={output_dir}", *overrides],
+            return_hydra_config=return_hydra_config,
+        )
 
 
 @pytest.fixture

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torchvision.transforms import v2
 
-from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, build_transform
 from lightning_resnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SAMPLERS = (None, "weighted")
 
 
 def available_cpus() -> int:
@@ -44,6 +46,13 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: `auto` = on when CUDA is available.
         persistent_workers: keep workers alive between epochs (only when num_workers > 0).
         seed: seed of the dataset's splits (training randomness follows the global `seed`).
+        prefetch_factor: batches loaded ahead per worker (null: PyTorch's default; only with workers).
+        sampler: null (shuffle) or `weighted`: draw training images with probability 1 / class count,
+            so every class is seen equally often (with replacement, same epoch length).
+        batch_augment: batch-level ops on training batches (MixUp/CutMix, the `augment.batch` entries),
+            each an op or a factory called with `num_classes=`; one is chosen at random per batch.
+        crop_ratio: null (resize to a square) or e.g. 0.875: resize the shorter side to
+            image_size / crop_ratio, then centre-crop image_size (train and eval geometry alike).
     """
 
     def __init__(
@@ -56,10 +65,18 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: bool | str = "auto",
         persistent_workers: bool = True,
         seed: int = 0,
+        prefetch_factor: int | None = None,
+        sampler: str | None = None,
+        batch_augment: Sequence[Callable[..., Any]] = (),
+        crop_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or image_size < 1:
             raise ConfigError(f"data.batch_size and data.image_size must be >= 1, got {batch_size}, {image_size}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler={sampler!r}; valid: null, weighted")
+        if crop_ratio is not None and not 0.0 < crop_ratio <= 1.0:
+            raise ConfigError(f"data.crop_ratio must be null or in (0, 1], got {crop_ratio}")
         self.batch_size = batch_size
         self.image_size = image_size
         self.normalize = normalize
@@ -68,6 +85,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.seed = seed
+        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
+        self.sampler = sampler
+        self.batch_augment = list(batch_augment)
+        self.crop_ratio = crop_ratio
+        self.train_collate: BatchAugment | None = None
         self.datasets: dict[str, Dataset] = {}
         self.mean: list[float] = []
         self.std: list[float] = []
@@ -95,12 +117,19 @@ class ClassificationDataModule(pl.LightningDataModule):
             return
         self.datasets = self._load_splits()
         self.mean, self.std = self._resolve_normalization()
-        train_tf = build_transform(self.mean, self.std, self.augment, resize=self._resize())
-        eval_tf = build_transform(self.mean, self.std, resize=self._resize())
+        train_tf = build_transform(self.mean, self.std, self.augment, self._resize(), self.crop_ratio)
+        eval_tf = self.eval_transform()
         for split, dataset in self.datasets.items():
             dataset.transform = train_tf if split == "train" else eval_tf
+        if self.batch_augment:
+            ops = [op if isinstance(op, nn.Module) else op(num_classes=self.num_classes) for op in self.batch_augment]
+            self.train_collate = BatchAugment(ops)
         sizes = ", ".join(f"{s}={len(d)}" for s, d in self.datasets.items())
         log.info("%s: %d classes, %s", type(self).__name__, self.num_classes, sizes)
+
+    def eval_transform(self) -> v2.Compose:
+        """Resize (and centre-crop) and normalise: for every split but train, and for prediction."""
+        return build_transform(self.mean, self.std, resize=self._resize(), crop_ratio=self.crop_ratio)
 
     def _resize(self) -> int | None:
         """Side to resize to in the transform; None when the dataset already delivers that size."""
@@ -114,7 +143,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             return list(IMAGENET_MEAN), list(IMAGENET_STD)
         if norm == "auto":
             return self._train_mean_std()
-        if isinstance(norm, dict) and {"mean", "std"} <= set(norm):
+        if isinstance(norm, Mapping) and {"mean", "std"} <= set(norm):
             return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
         raise ConfigError(f"data.normalize={norm!r}; valid: imagenet, auto, none, or {{mean: [..], std: [..]}}")
 
@@ -125,21 +154,37 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def eval_transform_spec(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild the eval transform without the data config."""
-        return {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+        spec = {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+        if self.crop_ratio is not None:
+            spec["crop_ratio"] = self.crop_ratio
+        return spec
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _weighted_sampler(self) -> Sampler:
+        """Each training image drawn with probability proportional to 1 / (its class's count)."""
+        labels = torch.as_tensor(list(self.datasets["train"].labels))
+        counts = torch.bincount(labels, minlength=self.num_classes).clamp(min=1)
+        return WeightedRandomSampler((1.0 / counts.double())[labels], num_samples=len(labels), replacement=True)
+
+    def _loader(
+        self, split: str, shuffle: bool, sampler: Sampler | None = None, collate_fn: Callable | None = None
+    ) -> DataLoader:
+        # Worker seeding: Lightning's seed_everything(workers=True) adds its worker_init_fn to every loader.
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
             drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        sampler = self._weighted_sampler() if self.sampler == "weighted" else None
+        return self._loader("train", shuffle=True, sampler=sampler, collate_fn=self.train_collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

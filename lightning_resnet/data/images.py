@@ -6,10 +6,15 @@ zero-byte, truncated and undecodable files raise instead of crashing a DataLoade
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from lightning_resnet.errors import ConfigError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -20,6 +25,14 @@ class BadImageError(ValueError):
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
+
+
+class BadImagesError(ConfigError):
+    """The dataset has files that cannot be read; `problems` maps each path to its reason."""
+
+    def __init__(self, problems: dict[str, str], message: str) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -58,3 +71,25 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(path, "not an image PIL can identify") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken headers
         raise BadImageError(path, f"cannot decode ({err})") from None
+
+
+def _problem(path: str) -> str | None:
+    try:
+        load_rgb(path)
+    except BadImageError as err:
+        return err.reason
+    return None
+
+
+def find_bad_images(paths: Sequence[str | Path], num_threads: int = 1, progress: bool = False) -> dict[str, str]:
+    """Decode every file (in threads: Pillow releases the GIL while decoding); {path: reason} of the bad ones."""
+    paths = [str(p) for p in paths]
+    with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        results = pool.map(_problem, paths, chunksize=64)
+        results = tqdm(results, total=len(paths), desc="checking images", unit="img", disable=not progress)
+        return {path: reason for path, reason in zip(paths, results, strict=True) if reason is not None}
+
+
+def format_problems(problems: dict[str, str]) -> str:
+    """Every problem as an indented `path: reason` line, sorted by path."""
+    return "\n".join(f"  {path}: {reason}" for path, reason in sorted(problems.items()))

@@ -1,14 +1,17 @@
 """Train and eval transform pipelines (torchvision.transforms.v2).
 
 Train: `augment` ops, then float conversion and normalisation. Eval: resize only, never augmented.
+Batch-level augmentation (MixUp/CutMix) runs in the training DataLoader's collate function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -19,12 +22,38 @@ def to_float_normalized(mean: Sequence[float], std: Sequence[float]) -> list[nn.
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
+def resize_ops(size: int | None, crop_ratio: float | None = None) -> list[nn.Module]:
+    """Square `size`: a plain resize, or with `crop_ratio` (e.g. 0.875) a resize of the shorter side to
+    size / crop_ratio followed by a centre crop (the torchvision reference's eval geometry)."""
+    if not size:
+        return []
+    if crop_ratio is None:
+        return [v2.Resize((size, size), antialias=True)]
+    return [v2.Resize(round(size / crop_ratio), antialias=True), v2.CenterCrop(size)]
+
+
 def build_transform(
-    mean: Sequence[float], std: Sequence[float], augment: Sequence[nn.Module] = (), resize: int | None = None
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: Sequence[nn.Module] = (),
+    resize: int | None = None,
+    crop_ratio: float | None = None,
 ) -> v2.Compose:
-    """`resize` (square, antialiased) -> `augment` ops -> float in [0, 1] -> normalised."""
-    ops: list[nn.Module] = [v2.Resize((resize, resize), antialias=True)] if resize else []
-    return v2.Compose([*ops, *augment, *to_float_normalized(mean, std)])
+    """resize (square, antialiased; see `resize_ops`) -> `augment` ops -> float in [0, 1] -> normalised."""
+    return v2.Compose([*resize_ops(resize, crop_ratio), *augment, *to_float_normalized(mean, std)])
+
+
+class BatchAugment:
+    """A collate function: stack the samples, then apply one of `ops` (chosen at random), e.g. MixUp or CutMix.
+
+    The labels become soft (N, num_classes) targets. A class (not a closure) so DataLoader workers can pickle it.
+    """
+
+    def __init__(self, ops: Sequence[Callable[[torch.Tensor, torch.Tensor], Any]]) -> None:
+        self.op = ops[0] if len(ops) == 1 else v2.RandomChoice(list(ops))
+
+    def __call__(self, samples: list[Any]) -> Any:
+        return self.op(*default_collate(samples))
 
 
 def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -17,6 +17,8 @@ import torchvision
 from torch import nn
 
 from lightning_resnet.errors import ConfigError, WeightsUnavailableError
+from lightning_resnet.models.plain import PLAIN_RESNETS
+from lightning_resnet.models.resnet_v2 import RESNET_V2S
 
 TORCHVISION_RESNETS = (
     "resnet18",
@@ -38,7 +40,9 @@ def _torchvision_resnet(name: str) -> nn.Module:
 
 # name -> builder of a randomly initialised network with an `fc` layer; other modules register here.
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
-    name: partial(_torchvision_resnet, name) for name in TORCHVISION_RESNETS
+    **{name: partial(_torchvision_resnet, name) for name in TORCHVISION_RESNETS},
+    **PLAIN_RESNETS,
+    **RESNET_V2S,
 }
 
 
@@ -69,13 +73,13 @@ def weights_enum(arch: str, name: str) -> torchvision.models.WeightsEnum:
     return enum[name] if name != "DEFAULT" else enum.DEFAULT
 
 
-def _looks_like_path(weights: str) -> bool:
+def looks_like_path(weights: str) -> bool:
     return os.sep in weights or "/" in weights or Path(weights).suffix in {".pt", ".pth", ".ckpt", ".bin"}
 
 
 def load_backbone_weights(net: nn.Module, arch: str, weights: str) -> None:
     """Load ImageNet or local weights into `net`; the original `fc` is kept only if its shape fits."""
-    state = _read_state_dict(weights) if _looks_like_path(str(weights)) else fetch_torchvision_weights(arch, weights)
+    state = _read_state_dict(weights) if looks_like_path(str(weights)) else fetch_torchvision_weights(arch, weights)
     own = net.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in mismatched}  # a differently sized fc is expected

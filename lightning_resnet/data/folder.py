@@ -1,0 +1,317 @@
+"""`ImageFolderDataModule`: any folder of images, in one of the layouts of `data.layouts`.
+
+Setup lists the files, checks them (every class in every split; with `verify`, every image decodes,
+cached by a fingerprint of the file list), then assigns seeded stratified splits. Bad files either
+stop the run with a report listing every one of them, or are left out with a warning listing them;
+no unreadable image reaches a DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lightning_resnet.data.base import ClassificationDataModule, available_cpus
+from lightning_resnet.data.cache import ResultCache, fingerprint
+from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, load_rgb
+from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
+from lightning_resnet.data.splits import stratified_split, train_val_split
+from lightning_resnet.data.transforms import resize_ops
+from lightning_resnet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+UNLABELLED = -1  # label of prediction images
+
+
+class ImageFileDataset(Dataset):
+    """(image, label) from files, decoded with `load_rgb`; `paths` and `labels` stay inspectable."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Any = None) -> None:
+        self.paths, self.labels, self.transform = list(paths), list(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = load_rgb(self.paths[index])
+        return (self.transform(image) if self.transform else image), self.labels[index]
+
+
+@dataclass
+class ScanReport:
+    """What `scan` found: images per split and class, and every file that was left out and why."""
+
+    counts: dict[str, dict[str, int]]
+    bad: dict[str, str]
+    ignored: list[Path]
+
+    def format(self) -> str:
+        lines = [
+            f"{split}: {sum(c.values())} images  " + ", ".join(f"{k}={v}" for k, v in c.items())
+            for split, c in self.counts.items()
+        ]
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} files that are not images:")
+            lines += [f"  {path}" for path in self.ignored]
+        lines.append(f"{len(self.bad)} bad files" + (":" if self.bad else ""))
+        if self.bad:
+            lines.append(format_problems(self.bad))
+        return "\n".join(lines)
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """Images in folders, labelled by folder or file name.
+
+    Args:
+        root: the dataset's folder.
+        layout: `splits`, `classes` or `filenames` (see `data.layouts`).
+        split_dirs: (splits) folder of each split under root; a null or absent val is carved from
+            train (`val_fraction`), an absent test falls back to val.
+        folder: (classes, filenames) the folder under root holding the class folders / the files.
+        label_pattern: (filenames) regex whose first group is the class, e.g. `^(cat|dog)\\.`.
+        fractions: (classes, filenames) [train, val] or [train, val, test], seeded and stratified.
+        val_fraction: (splits) share of train held out for validation when there is no val folder.
+        num_folds, fold: k-fold cross-validation instead: fold `fold` of a stratified k-fold over
+            train+val is the validation split (the test split stays held out).
+        classes: expected class names (null: whatever the data has); a mismatch is an error.
+        predict_dir: folder of unlabelled images under root for `predict_dataloader` (null: none).
+        bad_images: `error` (stop with a report of every bad file) or `skip` (leave them out, warn).
+        verify: decode every image at setup (cached per file list) so bad files show before training.
+        cache_dir: where `normalize: auto` statistics and verification results are cached
+            (null: `<root>/.lightning_resnet`).
+        download: where to get the dataset, shown when `root` does not exist.
+        **kwargs: see `ClassificationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: str = "splits",
+        split_dirs: dict[str, str | None] | None = None,
+        folder: str = ".",
+        label_pattern: str | None = None,
+        fractions: Sequence[float] = (0.8, 0.2),
+        val_fraction: float = 0.2,
+        num_folds: int | None = None,
+        fold: int = 0,
+        classes: Sequence[str] | None = None,
+        predict_dir: str | None = None,
+        bad_images: str = "error",
+        verify: bool = True,
+        cache_dir: str | Path | None = None,
+        download: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ConfigError(f"data.bad_images={bad_images!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
+        if len(fractions) not in (2, 3) or not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
+            raise ConfigError(
+                f"data.fractions must be positive [train, val] or [train, val, test] summing to 1, "
+                f"got {list(fractions)}"
+            )
+        split_dirs = {"train": "train", "val": "val", "test": "test"} if split_dirs is None else dict(split_dirs)
+        self.layout = make_layout(layout, split_dirs=split_dirs, folder=folder, label_pattern=label_pattern)
+        self.root = Path(root).expanduser()
+        self.fractions = [float(f) for f in fractions]
+        self.val_fraction = val_fraction
+        self.num_folds, self.fold = num_folds, fold
+        self.expected_classes = sorted(str(c) for c in classes) if classes is not None else None
+        self.predict_dir = predict_dir
+        self.bad_images = bad_images
+        self.verify = verify
+        self.cache = ResultCache(Path(cache_dir) if cache_dir else self.root / ".lightning_resnet")
+        self.download = download
+        self._class_names: list[str] = []
+
+    @property
+    def class_names(self) -> list[str]:
+        if not self._class_names:
+            raise RuntimeError("class names are known after setup()")
+        return self._class_names
+
+    # -- listing and checking ----------------------------------------------------------------------
+    def _list(self) -> Listing:
+        if not self.root.is_dir():
+            classes = self.expected_classes or ["<class>"]
+            tree = "\n".join(f"  {line}" for line in self.layout.tree(classes))
+            where = f"\nDownload: {self.download}" if self.download else ""
+            raise FileNotFoundError(
+                f"data.root={self.root} does not exist.{where}\nExpected layout:\n{self.root}/\n{tree}\n"
+                f"Point data.root (or paths.data_dir / $LIGHTNING_RESNET_DATA) at the dataset."
+            )
+        listing = self.layout.discover(self.root)
+        if listing.ignored:
+            log.info("ignored %d files that are not images, e.g. %s", len(listing.ignored), listing.ignored[:3])
+        return listing
+
+    def _check_images(self, paths: list[Path], recheck: bool = False, progress: bool = False) -> dict[str, str]:
+        """{path: reason} of the files that do not decode; cached by the file list's fingerprint."""
+        key = fingerprint(paths)
+        cached = None if recheck else self.cache.get("verified", key)
+        if cached is not None:
+            return cached
+        threads = self.num_workers or available_cpus()
+        log.info("checking %d images with %d threads (cached afterwards)", len(paths), threads)
+        bad = find_bad_images(paths, threads, progress)
+        self.cache.put("verified", key, bad)
+        return bad
+
+    def _drop_bad(self, listing: Listing) -> Listing:
+        """Apply `bad_images` to undecodable files (with `verify`) and class folders without images."""
+        problems = {str(d): "class folder without images" for d in listing.empty_classes}
+        if self.verify:
+            problems.update(self._check_images(listing.paths()))
+        if not problems:
+            return listing
+        report = f"{len(problems)} unreadable files or empty class folders under {self.root}:\n" + format_problems(
+            problems
+        )
+        if self.bad_images == "error":
+            raise BadImagesError(
+                problems,
+                f"{report}\nFix or delete them, or set data.bad_images=skip to train without them "
+                f"(python -m lightning_resnet.prepare scan data=... lists them too).",
+            )
+        log.warning("data.bad_images=skip: leaving out %s", report)
+        splits = {
+            split: [(p, c) for p, c in items if str(p) not in problems] for split, items in listing.splits.items()
+        }
+        return Listing(splits=splits, ignored=listing.ignored)
+
+    def _check_classes(self, listing: Listing) -> list[str]:
+        """Sorted class names; every split must have every class (and the `classes` key, if set)."""
+        per_split = {split: {c for _, c in items} for split, items in listing.splits.items()}
+        names = sorted(set().union(*per_split.values()))
+        for split, found in per_split.items():
+            missing = sorted(set(names) - found)
+            if missing:
+                raise ConfigError(
+                    f"data: class {missing} has no images in the {split} split under {self.root}; "
+                    f"every split needs every class ({names})"
+                )
+        if self.expected_classes is not None and names != self.expected_classes:
+            raise ConfigError(f"data.classes={self.expected_classes} but {self.root} has classes {names}")
+        if len(names) < 2:
+            raise ConfigError(f"data: {self.root} has {len(names)} classes ({names}); a classifier needs at least 2")
+        return names
+
+    # -- splits ------------------------------------------------------------------------------------
+    def _assign(self, listing: Listing) -> dict[str, list[tuple[Path, int]]]:
+        index = {name: i for i, name in enumerate(self._class_names)}
+        parts = {split: [(p, index[c]) for p, c in items] for split, items in listing.splits.items()}
+        if POOL in parts:
+            pool = parts.pop(POOL)
+            val_share = self.fractions[1] / (self.fractions[0] + self.fractions[1])
+            if len(self.fractions) == 3:
+                kept, test = stratified_split(
+                    [y for _, y in pool], [1 - self.fractions[2], self.fractions[2]], self.seed
+                )
+                parts["test"] = [pool[i] for i in test]
+                pool = [pool[i] for i in kept]
+        else:
+            has_val = "val" in parts
+            if has_val and self.num_folds is None:
+                pool, val_share = [], 0.0
+            else:  # carve val from train, or k-fold over train + val
+                pool, val_share = parts.pop("train") + parts.pop("val", []), self.val_fraction
+                log.info(
+                    "validation split: %s of %s",
+                    f"fold {self.fold}/{self.num_folds}" if self.num_folds else f"{val_share:.0%}",
+                    "train + val" if has_val else "train (no val folder)",
+                )
+        if pool:
+            train, val = train_val_split([y for _, y in pool], val_share, self.seed, self.num_folds, self.fold)
+            parts["train"], parts["val"] = [pool[i] for i in train], [pool[i] for i in val]
+        if "test" not in parts:
+            log.info("no test split under %s: testing on the validation split", self.root)
+            parts["test"] = parts["val"]
+        return parts
+
+    def _load_splits(self) -> dict[str, ImageFileDataset]:
+        listing = self._drop_bad(self._list())
+        self._class_names = self._check_classes(listing)
+        try:
+            parts = self._assign(listing)
+        except ValueError as err:  # e.g. scikit-learn: a class too small to stratify
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"data: cannot split {self.root} with seed {self.seed}: {err}") from None
+        datasets = {}
+        for split in ("train", "val", "test"):
+            paths, labels = zip(*parts[split], strict=True) if parts[split] else ((), ())
+            datasets[split] = ImageFileDataset(paths, labels)
+        return datasets
+
+    # -- normalisation, prediction, scanning ------------------------------------------------------
+    def _train_mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean/std of the resized training images; cached per file list and geometry."""
+        train = self.datasets["train"]
+        key = fingerprint(train.paths, self.image_size, self.crop_ratio)
+        cached = self.cache.get("normalize", key)
+        if cached is not None:
+            return cached["mean"], cached["std"]
+        transform = v2.Compose(
+            [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
+        )
+        loader = DataLoader(
+            ImageFileDataset(train.paths, train.labels, transform),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+        )
+        total = torch.zeros(3, dtype=torch.float64)
+        squares = torch.zeros(3, dtype=torch.float64)
+        count = 0
+        for images, _ in loader:
+            total += images.sum(dim=(0, 2, 3))
+            squares += images.square().sum(dim=(0, 2, 3))
+            count += images.numel() // 3
+        mean = total / count
+        std = (squares / count - mean.square()).clamp(min=0).sqrt()
+        stats = {"mean": mean.tolist(), "std": std.tolist()}
+        self.cache.put("normalize", key, stats)
+        log.info("normalize=auto over %d training images: mean %s, std %s", len(train), stats["mean"], stats["std"])
+        return stats["mean"], stats["std"]
+
+    def predict_dataloader(self) -> DataLoader:
+        """The unlabelled images of `predict_dir` (label -1), eval transform, in file-name order."""
+        if not self.predict_dir:
+            raise ConfigError("data.predict_dir is null: set it to a folder of images to predict")
+        folder = self.root / self.predict_dir
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.predict_dir: {folder} is not a folder")
+        self.setup("predict")
+        paths = list_files(folder, recursive=False)[0]
+        if self.verify and (bad := self._check_images(paths)):
+            if self.bad_images == "error":
+                raise BadImagesError(bad, f"unreadable files in {folder}:\n{format_problems(bad)}")
+            log.warning("data.bad_images=skip: not predicting\n%s", format_problems(bad))
+            paths = [p for p in paths if str(p) not in bad]
+        dataset = ImageFileDataset(paths, [UNLABELLED] * len(paths), self.eval_transform())
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def scan(self, progress: bool = False) -> ScanReport:
+        """Decode every file of every split (and `predict_dir`), ignoring the cache; nothing is skipped."""
+        listing = self._list()
+        bad = {str(d): "class folder without images" for d in listing.empty_classes}
+        counts = {}
+        for split, items in listing.splits.items():
+            names = sorted({c for _, c in items})
+            counts[split] = {name: sum(c == name for _, c in items) for name in names}
+        paths = listing.paths()
+        if self.predict_dir and (self.root / self.predict_dir).is_dir():
+            predict = list_files(self.root / self.predict_dir, recursive=False)[0]
+            counts["predict"] = {"unlabelled": len(predict)}
+            paths += predict
+        bad.update(self._check_images(paths, recheck=True, progress=progress))
+        return ScanReport(counts=counts, bad=bad, ignored=listing.ignored)
