@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
 
@@ -136,7 +137,16 @@ class ReportWriter(pl.Callback):
         if logger is not None and report.figures:
             self._log_to_tensorboard(logger, trainer, collector, class_names, history, report.figures)
 
-    def _log_to_tensorboard(self, logger, trainer, collector, class_names, history, figs) -> None:
+    def _log_to_tensorboard(
+        self,
+        logger: TensorBoardLogger,
+        trainer: pl.Trainer,
+        collector: OutputCollector,
+        class_names: list[str],
+        history: list[dict[str, Any]] | None,
+        figs: dict[str, Path],
+    ) -> None:
+        """Report PNGs as images, the projector data, and the HParams row with the final figures."""
         step = trainer.global_step
         for name, png in figs.items():
             with Image.open(png) as image:
