@@ -23,6 +23,8 @@ from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter
 from lightning_resnet.errors import ConfigError
+from lightning_resnet.models.classifier import ResNetClassifier
+from lightning_resnet.predict import predict_files, write_kaggle_csv
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         test_results = trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, best_path))
 
+    if cfg.get("kaggle_submission"):
+        write_kaggle_submission(model, datamodule, output_dir / "kaggle_submission.csv")
+
     metrics = collect_metrics(cfg, trainer, test_results, best_path, time.time() - started)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
     return metrics
+
+
+def write_kaggle_submission(model: ResNetClassifier, datamodule: Any, path: Path) -> None:
+    """`id,label` for the unlabelled images of `data.predict_dir`, with the tested weights."""
+    folder = getattr(datamodule, "predict_dir", None)
+    if not folder:
+        raise ConfigError("kaggle_submission=true needs data.predict_dir (a folder of unlabelled images)")
+    predictions = predict_files(model.eval(), Path(datamodule.root) / folder, datamodule.batch_size)
+    write_kaggle_csv(path, predictions, model.hparams.class_names, topk=1)
+    log.info("Kaggle submission for %d images written to %s", len(predictions), path)
 
 
 def test_checkpoint(cfg: DictConfig, best_path: str) -> str | None:

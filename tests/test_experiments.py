@@ -132,3 +132,55 @@ def test_sweep_axes_and_per_job_recipe(tmp_path, experiment):
             if experiment == "mask_optimizers":
                 assert job.optimizer.lr == 0.01
                 assert job.optimizer.get("momentum") == (0.9 if choice == "sgd" else None)  # SGD momentum 0.9
+
+
+# -- end to end on miniature copies of each dataset's layout ---------------------------------------
+DATASETS = {
+    "flatfoot_depth": "flatfoot",
+    "yoga_finetune": "yoga",
+    "surveillance_focal": "surveillance",
+    "mask_optimizers": "mask",
+    "catsdogs_plain_vs_residual": "catsdogs",
+}
+# No downloads here: pretrained weights are switched off; everything else is the experiment's recipe.
+TINY = ["model.weights=null", "data.image_size=32", "data.batch_size=4", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def miniatures(tmp_path_factory):
+    from tests.miniature import write_miniature
+
+    root = tmp_path_factory.mktemp("datasets")
+    return {name: write_miniature(name, root / name) for name in set(DATASETS.values())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(DATASETS))
+def test_experiment_runs_with_debug_fast(tmp_path, miniatures, experiment):
+    from lightning_resnet.train import run
+
+    root = miniatures[DATASETS[experiment]]
+    cfg = compose_config(tmp_path, [f"experiment={experiment}", "debug=fast", f"data.root={root}", *TINY])
+    metrics = run(cfg)
+    assert metrics["epochs_run"] == 1
+    assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
+    report = (tmp_path / "classification_report.md").read_text()
+    for name in cfg.data.classes:
+        assert name in report
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_yoga_reports_both_phases_and_a_kaggle_submission(tmp_path, miniatures):
+    from lightning_resnet.train import run
+
+    overrides = ["experiment=yoga_finetune", "debug=limit", "finetune.unfreeze_at_epoch=1"]
+    cfg = compose_config(tmp_path, [*overrides, f"data.root={miniatures['yoga']}", *TINY])
+    metrics = run(cfg)
+    frozen, tuned = metrics["phases"]
+    assert (frozen["first_epoch"], tuned["first_epoch"]) == (0, 1)
+    assert frozen["params_trainable"] < tuned["params_trainable"]  # head only, then everything
+    assert all(phase["best_val/acc"] is not None for phase in (frozen, tuned))
+    lines = (tmp_path / "kaggle_submission.csv").read_text().splitlines()
+    assert lines[0] == "id,label" and len(lines) == 1 + 3  # the miniature's 3 unlabelled test images
+    assert all(line.split(",")[1] in cfg.data.classes for line in lines[1:])
