@@ -1,6 +1,6 @@
 """`python -m lightning_resnet [overrides]`: the train task."""
 
-from lightning_resnet.train import main
+from lightning_resnet.train import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

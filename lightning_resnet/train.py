@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from lightning_resnet.callbacks.reports import ReportWriter
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.predict import predict_files, write_kaggle_csv
+from lightning_resnet.sweeps.jobs import pin_ddp_children, run_job
+from lightning_resnet.sweeps.plugins import missing_plugin_message
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
+    if "ddp" in str(cfg.trainer.get("strategy", "")).lower():
+        pin_ddp_children(output_dir)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -52,12 +57,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         test_results = trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, best_path))
 
-    if cfg.get("kaggle_submission"):
-        write_kaggle_submission(model, datamodule, output_dir / "kaggle_submission.csv")
-
     metrics = collect_metrics(cfg, trainer, test_results, best_path, time.time() - started)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
+    if trainer.is_global_zero:  # DDP: rank 0 writes; the metrics are already synced across ranks
+        if cfg.get("kaggle_submission"):
+            write_kaggle_submission(model, datamodule, output_dir / "kaggle_submission.csv")
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
     return metrics
 
 
@@ -126,6 +131,7 @@ def collect_metrics(
         "phases": finetune_phases(trainer, epochs),
         "report": reports.summary if reports else {},
         "wall_time_s": round(wall_s, 2),
+        "resumed_from": cfg.get("ckpt_path"),
         "model": cost.as_dict() if cost else None,
     }
 
@@ -148,8 +154,16 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)["best_score"]
+    return run_job(cfg, run)
+
+
+def cli() -> None:
+    """The command line: a launcher or sweeper plugin that is not installed is named with its extra."""
+    message = missing_plugin_message(sys.argv[1:])
+    if message:
+        sys.exit(f"error: {message}")
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

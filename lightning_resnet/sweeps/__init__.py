@@ -1,0 +1,1 @@
+"""Sweeps: folder layout, device slots, per-job bookkeeping and the comparison report."""
