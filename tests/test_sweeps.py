@@ -1,0 +1,350 @@
+"""Sweeps: folder layout, device slots, the report, faults and resume, launchers, DDP, Optuna, k-fold."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from lightning_resnet.builders import build_datamodule
+from lightning_resnet.sweeps import layout, plugins
+from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
+from lightning_resnet.sweeps.summary import write_summary
+from tests.conftest import compose_config, read_json
+from tests.miniature import write_image
+
+# One tiny epoch per job: 32 px digits, 2 train batches, 1 val and 1 test batch.
+QUICK = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "data.batch_size=32",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
+NO_REPORTS = ["callbacks.reports=null"]
+
+
+def run_cli(cwd: Path, *overrides: str, multirun: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "lightning_resnet", *(["-m"] if multirun else []), *overrides]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def summary_rows(sweep: Path) -> dict[str, dict[str, str]]:
+    with (sweep / "summary.csv").open() as file:
+        return {row["job"]: row for row in csv.DictReader(file)}
+
+
+def close(text: str, value: float | None) -> bool:
+    return value is not None and math.isclose(float(text), value, rel_tol=1e-9)
+
+
+# -- layout ----------------------------------------------------------------------------------------
+def test_job_folder_names_come_from_overrides():
+    assert layout.job_dirname("model=resnet34,optimizer=sgd", 3) == "model=resnet34,optimizer=sgd"
+    assert layout.job_dirname("data.root=/data/x y", 0) == "data.root=-data-x-y"
+    assert layout.job_dirname("", 7) == "7"
+    long = layout.job_dirname("a=" + "x" * 300, 0)
+    assert len(long) == layout.MAX_NAME and long != layout.job_dirname("a=" + "x" * 299 + "y", 0)
+
+
+def test_two_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    base = str(tmp_path / "multirun" / "2026-01-01" / "10-00-00")
+    first = layout.fresh_dir(base)
+    assert layout.fresh_dir(base) == first  # resolved again within the sweep: the same folder
+    monkeypatch.setattr(layout, "_claimed", {})  # another process starting in the same second
+    second = layout.fresh_dir(base)
+    assert first == base and second == base + "_1" and Path(second).is_dir()
+
+
+def test_concurrent_processes_never_share_a_fresh_folder(tmp_path):
+    base = tmp_path / "10-00-00"
+    code = f"from lightning_resnet.sweeps.layout import fresh_dir; print(fresh_dir({str(base)!r}))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    folders = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert len(set(folders)) == 4 and all(Path(f).is_dir() for f in folders)
+
+
+# -- device slots ----------------------------------------------------------------------------------
+HOLD_SLOT = textwrap.dedent(
+    """
+    import json, sys, time
+    from lightning_resnet.sweeps.devices import claim_slot
+    slot = claim_slot(sys.argv[1], 2, gpus=[5, 7], timeout_s=float(sys.argv[2]))
+    again = claim_slot(sys.argv[1], 2, gpus=[5, 7])  # the next job of the same worker
+    print(json.dumps({"device": slot.device, "again": again.device, "t": time.time()}), flush=True)
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+def test_concurrent_jobs_never_get_the_same_device(tmp_path):
+    """Fake device list [5, 7]: two live workers hold distinct devices, a third waits for one to exit."""
+    locks = tmp_path / "slots"
+
+    def start(timeout: float, hold: float) -> subprocess.Popen:
+        args = [sys.executable, "-c", HOLD_SLOT, str(locks), str(timeout), str(hold)]
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    holders = [start(60, 6), start(60, 6)]
+    claims = [json.loads(p.stdout.readline()) for p in holders]  # both hold a slot now
+    claims.append(json.loads(start(60, 0).communicate(timeout=120)[0]))
+    for p in holders:
+        p.wait(timeout=60)
+    assert {claims[0]["device"], claims[1]["device"]} == {5, 7}
+    assert all(c["again"] == c["device"] for c in claims)  # a worker keeps its device for its life
+    assert claims[2]["t"] >= min(claims[0]["t"], claims[1]["t"]) + 5  # waited until a holder exited
+
+
+def test_device_slot_errors_and_cpu_shares(tmp_path):
+    with pytest.raises(RuntimeError, match="n_jobs <= 2"):
+        claim_slot(tmp_path / "a", 3, gpus=[0, 1])
+    slot = claim_slot(tmp_path / "b", 2, gpus=[], cpus=8)
+    assert (slot.accelerator, slot.device, slot.threads) == ("cpu", None, 4)
+    assert parallel_slots(gpus=[0, 1, 2]) == 3
+    assert parallel_slots(gpus=[], cpus=2) == 2 and parallel_slots(gpus=[], cpus=16) == 4
+
+
+# -- configs and plugins ---------------------------------------------------------------------------
+def test_launcher_and_search_configs_compose(tmp_path):
+    gpus = compose_config(tmp_path, ["launcher=gpus"], return_hydra_config=True)
+    assert "joblib" in gpus.hydra.launcher._target_.lower() and gpus.claim_device is True
+    slurm = compose_config(tmp_path, ["launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
+    assert slurm.hydra.launcher.gpus_per_node == 4 and slurm.hydra.launcher.tasks_per_node == 4
+    optuna = compose_config(tmp_path, ["hparams_search=optuna"], return_hydra_config=True)
+    assert optuna.hydra.sweeper.direction == "maximize"
+    assert set(optuna.hydra.sweeper.params) == {"optimizer", "optimizer.lr", "optimizer.weight_decay", "model"}
+    local = compose_config(tmp_path, [], return_hydra_config=True)
+    assert "BasicLauncher" in local.hydra.launcher._target_
+
+
+def test_a_missing_plugin_is_named_with_its_extra(monkeypatch):
+    monkeypatch.setattr(plugins.importlib.util, "find_spec", lambda name: None)
+    message = plugins.missing_plugin_message(["model=resnet18", "launcher=ray"])
+    assert "hydra_ray_launcher" in message and "lightning-resnet[ray]" in message
+    assert plugins.missing_plugin_message(["model=resnet18"]) is None
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv[1:] = ['-m', 'launcher=ray']; "
+         "import importlib.util as u; u.find_spec = lambda n: None; "
+         "from lightning_resnet.train import cli; cli()"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1 and "lightning-resnet[ray]" in result.stderr
+
+
+# -- the report, from hand-made job folders --------------------------------------------------------
+def _fake_job(sweep: Path, name: str, overrides: list[str], val: float | None, status: str = "ok") -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if status == "unfinished":
+        return
+    (job / "status.json").write_text(json.dumps({"status": status, "error": "ValueError: bad lr"}))
+    if status == "ok":
+        metrics = {
+            "monitor": "val/acc",
+            "mode": "max",
+            "best_score": val,
+            "epochs_run": 2,
+            "wall_time_s": 3.0,
+            "best": {"train/acc": 0.9, "val/acc": val},
+            "test": {"test/acc": val - 0.01, "test/f1": val - 0.02, "test/loss": 0.5},
+            "report": {"silhouette": 0.25},
+            "model": {"params_total": 11_000_000, "gmacs": 0.037},
+        }
+        (job / "metrics.json").write_text(json.dumps(metrics))
+        (job / "history.json").write_text(
+            json.dumps([{"epoch": 0, "val/acc": val - 0.1}, {"epoch": 1, "val/acc": val}])
+        )
+
+
+def test_report_sorts_jobs_groups_repeats_and_lists_failures(tmp_path):
+    for seed, (a, b) in enumerate([(0.90, 0.80), (0.91, 0.60), (0.89, 0.95)]):
+        _fake_job(tmp_path, f"model=a,seed={seed}", ["model=a", f"seed={seed}"], a)
+        _fake_job(tmp_path, f"model=b,seed={seed}", ["model=b", f"seed={seed}"], b)
+    _fake_job(tmp_path, "model=c", ["model=c", "resume=true"], None, status="failed")
+    _fake_job(tmp_path, "model=d", ["model=d"], None, status="unfinished")
+    rows = write_summary(tmp_path)
+    assert [r.job for r in rows[:2]] == ["model=b,seed=2", "model=a,seed=1"]
+    assert [(r.job, r.status) for r in rows[-2:]] == [("model=c", "failed"), ("model=d", "unfinished")]
+    table = summary_rows(tmp_path)
+    assert table["model=c"]["error"] == "ValueError: bad lr" and table["model=c"]["overrides"] == "model=c"
+    assert close(table["model=a,seed=0"]["test_acc"], 0.89) and close(table["model=a,seed=0"]["silhouette"], 0.25)
+    with (tmp_path / "summary_groups.csv").open() as file:
+        groups = {row["configuration"]: row for row in csv.DictReader(file)}
+    assert close(groups["model=a"]["best_val_acc_mean"], 0.90)
+    assert close(groups["model=a"]["best_val_acc_std"], 0.01) and groups["model=a"]["best_val_acc_n"] == "3"
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "failed: ValueError: bad lr" in markdown and "(noise)" in markdown  # b's spread swamps a 0.02 gap
+    assert (tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def test_report_cli_on_a_folder_without_jobs(tmp_path):
+    from lightning_resnet.report import main
+
+    assert main([str(tmp_path)]) == 2
+
+
+# -- end to end ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(tmp_path, "optimizer=adam,sgd", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    assert jobs == ["optimizer=adam,seed=0", "optimizer=adam,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
+    assert not (tmp_path / "outputs").exists()
+    rows = summary_rows(sweep)
+    assert set(rows) == set(jobs)
+    for job, row in rows.items():
+        metrics = read_json(sweep / job / "metrics.json")
+        assert row["status"] == "ok" and int(row["epochs"]) == metrics["epochs_run"] == 1
+        assert close(row["best_val_acc"], metrics["best"]["val/acc"]) and close(row["score"], metrics["best_score"])
+        assert close(row["test_acc"], metrics["test"]["test/acc"]) and close(row["test_f1"], metrics["test"]["test/f1"])
+        assert (
+            close(row["gflops"], metrics["model"]["gmacs"]) and int(row["params"]) == metrics["model"]["params_total"]
+        )
+        assert close(row["silhouette"], metrics["report"]["silhouette"])
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+    scores = [float(row["score"]) for row in rows.values()]
+    assert scores == sorted(scores, reverse=True)
+    assert "± " in (sweep / "summary.md").read_text()  # seeds pooled per optimizer
+
+
+@pytest.mark.slow
+def test_failed_job_is_recorded_and_resume_skips_finished_and_continues_unfinished(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["optimizer.lr=0.001,0.002,-1.0", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}"]
+    run_cli(tmp_path, *args)
+    rows = summary_rows(sweep)
+    assert rows["optimizer.lr=-1.0"]["status"] == "failed"
+    assert "Invalid learning rate" in rows["optimizer.lr=-1.0"]["error"]
+    assert rows["optimizer.lr=0.001"]["status"] == rows["optimizer.lr=0.002"]["status"] == "ok"
+    done, unfinished = sweep / "optimizer.lr=0.001", sweep / "optimizer.lr=0.002"
+    finished_metrics = (done / "metrics.json").read_text()
+    for name in ("status.json", "metrics.json"):  # as if killed after its first epoch's checkpoint
+        (unfinished / name).unlink()
+
+    run_cli(tmp_path, *args, "trainer.max_epochs=2", "resume=true")
+    assert (done / "metrics.json").read_text() == finished_metrics  # skipped
+    resumed = read_json(unfinished / "metrics.json")
+    assert resumed["resumed_from"] == str(unfinished / "checkpoints" / "last.ckpt")
+    assert resumed["epochs_run"] == 2  # epoch 0 from the checkpoint, epoch 1 trained now
+    assert summary_rows(sweep)["optimizer.lr=-1.0"]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_killed_run_continues_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "lightning_resnet", f"hydra.run.dir={run_dir}", *QUICK, *NO_REPORTS]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([*args, "trainer.max_epochs=100"], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it save another epoch or be mid-way through one
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    saved_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert not (run_dir / "metrics.json").exists()
+
+    result = subprocess.run(
+        [*args, "ckpt_path=last", f"trainer.max_epochs={saved_epoch + 2}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["resumed_from"] == "last"
+    history = read_json(run_dir / "history.json")
+    assert [row["epoch"] for row in history] == list(range(saved_epoch + 2))  # nothing lost, nothing repeated
+
+
+@pytest.mark.slow
+def test_ddp_sim_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(tmp_path, "trainer=ddp_sim", "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["optimizer=adam", "optimizer=sgd"]  # the children did not re-run the sweep
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    for job in jobs:
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in the job's folder
+        metrics = read_json(sweep / job / "metrics.json")
+        assert metrics["test"]["test/acc"] > 0 and read_json(sweep / job / "status.json")["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_gpus_launcher_on_cpu_runs_jobs_in_parallel_processes_with_their_own_slots(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    run_cli(tmp_path, "launcher=gpus", "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    status = [read_json(sweep / job / "status.json") for job in ("optimizer=adam", "optimizer=sgd")]
+    assert all(s["status"] == "ok" for s in status)
+    devices = [s["device"] for s in status]
+    assert {d["index"] for d in devices} == {0, 1} and devices[0]["pid"] != devices[1]["pid"]
+    assert os.getpid() not in {d["pid"] for d in devices}
+    assert all(d["accelerator"] == "cpu" and d["threads"] >= 1 for d in devices)
+    assert max(s["started"] for s in status) < min(s["ended"] for s in status)  # ran at the same time
+
+
+@pytest.mark.slow
+def test_three_trial_optuna_search_reports_its_best_trial(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    run_cli(
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "~hydra.sweeper.params.model",  # resnet18 only: quick
+        *QUICK,
+        *NO_REPORTS,
+        f"hydra.sweep.dir={sweep}",
+    )
+    rows = summary_rows(sweep)
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows.values())
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    scores = [float(r["score"]) for r in rows.values()]
+    assert math.isclose(best["best_value"], max(scores))
+    assert close(next(iter(rows.values()))["score"], max(scores))  # the best trial heads the table
+
+
+@pytest.mark.slow
+def test_three_fold_sweep_uses_disjoint_folds_and_reports_mean_and_std(tmp_path):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    for name, tint in (("cat", 0), ("dog", 120)):
+        for i in range(9):
+            write_image(images / name / f"{i}.png", rng, tint)
+    sweep = tmp_path / "sweep"
+    data = ["data=folder", f"data.root={images}", "data.layout=classes", "data.image_size=32", "data.num_workers=0"]
+    run_cli(tmp_path, *data, "data.num_folds=3", "data.fold=0,1,2", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+
+    val_parts = []
+    for fold in range(3):  # each job's own composed config gives its validation split
+        cfg = OmegaConf.load(sweep / f"data.fold={fold}" / ".hydra" / "config.yaml")
+        val_parts.append({str(p) for p in build_datamodule(cfg).datasets["val"].paths})
+    assert all(a.isdisjoint(b) for i, a in enumerate(val_parts) for b in val_parts[i + 1 :])
+    assert set().union(*val_parts) == {str(p) for p in images.rglob("*.png")}
+
+    with (sweep / "summary_groups.csv").open() as file:
+        (group,) = list(csv.DictReader(file))
+    values = [read_json(sweep / f"data.fold={k}" / "metrics.json")["best"]["val/acc"] for k in range(3)]
+    assert group["best_val_acc_n"] == "3"
+    assert close(group["best_val_acc_mean"], float(np.mean(values)))
+    assert close(group["best_val_acc_std"], float(np.std(values, ddof=1)))
