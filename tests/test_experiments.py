@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import sys
+
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -154,20 +157,54 @@ def miniatures(tmp_path_factory):
     return {name: write_miniature(name, root / name) for name in set(DATASETS.values())}
 
 
+# The columns of our sweep report that regenerate each study's table (see the README).
+TABLE_COLUMNS = {
+    "flatfoot_depth": ["best_train_acc", "best_val_acc", "silhouette"],
+    "surveillance_focal": ["test_acc", "test_f1"],
+    "mask_optimizers": ["test_loss", "test_acc"],
+    "catsdogs_plain_vs_residual": ["best_val_acc", "test_acc"],
+}
+
+
+def _check_run_reports(run_dir, classes) -> None:
+    report = (run_dir / "classification_report.md").read_text()
+    assert all(name in report for name in classes)
+    assert (run_dir / "confusion_matrix.png").stat().st_size > 0
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", sorted(DATASETS))
-def test_experiment_runs_with_debug_fast(tmp_path, miniatures, experiment):
+def test_single_run_experiment_with_debug_fast(tmp_path, miniatures):
     from lightning_resnet.train import run
 
-    root = miniatures[DATASETS[experiment]]
-    cfg = compose_config(tmp_path, [f"experiment={experiment}", "debug=fast", f"data.root={root}", *TINY])
+    root = miniatures["yoga"]
+    cfg = compose_config(tmp_path, ["experiment=yoga_finetune", "debug=fast", f"data.root={root}", *TINY])
     metrics = run(cfg)
-    assert metrics["epochs_run"] == 1
-    assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
-    report = (tmp_path / "classification_report.md").read_text()
-    for name in cfg.data.classes:
-        assert name in report
-    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert metrics["epochs_run"] == 1 and 0.0 <= metrics["test"]["test/acc"] <= 1.0
+    _check_run_reports(tmp_path, cfg.data.classes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(SWEEPS))
+def test_experiment_sweep_with_debug_fast_writes_the_study_table(tmp_path, miniatures, monkeypatch, experiment):
+    """The study's own command (`-m experiment=<name>`), in this process: one job per swept value."""
+    from lightning_resnet.train import main
+
+    sweep = tmp_path / "sweep"
+    root = miniatures[DATASETS[experiment]]
+    overrides = [f"experiment={experiment}", "debug=fast", f"data.root={root}", *TINY, "data.batch_size=16"]
+    argv = ["-m", *overrides, f"hydra.sweep.dir={sweep}"]  # a test batch of several classes: a cluster score
+    monkeypatch.setattr(sys, "argv", ["lightning_resnet", *argv])
+    main()
+    ((axis, values),) = SWEEPS[experiment].items()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(f"{axis}={v}" for v in values)
+    with (sweep / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(values) and all(row["status"] == "ok" for row in rows)
+    for row in rows:
+        assert all(row[column] != "" for column in TABLE_COLUMNS[experiment]), row
+        classes = compose_config(tmp_path, [f"experiment={experiment}"]).data.classes
+        _check_run_reports(sweep / row["job"], classes)
+    assert (sweep / "summary.md").is_file() and (sweep / "summary.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -217,12 +217,14 @@ def plot_summary(rows: list[JobRow], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
     for row in rows:
         if row.curve:
             curves.plot(range(len(row.curve)), row.curve, marker="o", markersize=3, label=row.job)
     curves.set(xlabel="epoch", ylabel="val acc", title="validation accuracy per epoch")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     if any(r.curve for r in rows):
         curves.legend(fontsize=7)
     tested = [r for r in rows if r.figures.get("test_acc") is not None]
