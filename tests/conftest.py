@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,3 +56,18 @@ def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("digits_run")
     overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "optimizer.lr=0.002"]
     return out, run(compose_config(out, [*FAST, *overrides]))
+
+
+@pytest.fixture
+def sweep_here(monkeypatch, tmp_path):
+    """`sweep_here(*overrides)`: `python -m lightning_resnet -m *overrides` in this process (no start-up
+    cost), from `tmp_path`. Launchers that start processes (joblib, DDP children) need a real CLI run."""
+
+    def _sweep(*overrides: str) -> None:
+        from lightning_resnet.train import main
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["lightning_resnet", "-m", *overrides])
+        main()
+
+    return _sweep

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -185,16 +184,13 @@ def test_single_run_experiment_with_debug_fast(tmp_path, miniatures):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(SWEEPS))
-def test_experiment_sweep_with_debug_fast_writes_the_study_table(tmp_path, miniatures, monkeypatch, experiment):
-    """The study's own command (`-m experiment=<name>`), in this process: one job per swept value."""
-    from lightning_resnet.train import main
-
+def test_experiment_sweep_with_debug_fast_writes_the_study_table(tmp_path, miniatures, sweep_here, experiment):
+    """The study's own command (`-m experiment=<name>`): one job per swept value."""
     sweep = tmp_path / "sweep"
     root = miniatures[DATASETS[experiment]]
+    # batch 16: the one test batch holds several classes, so the cluster score is defined
     overrides = [f"experiment={experiment}", "debug=fast", f"data.root={root}", *TINY, "data.batch_size=16"]
-    argv = ["-m", *overrides, f"hydra.sweep.dir={sweep}"]  # a test batch of several classes: a cluster score
-    monkeypatch.setattr(sys, "argv", ["lightning_resnet", *argv])
-    main()
+    sweep_here(*overrides, f"hydra.sweep.dir={sweep}")
     ((axis, values),) = SWEEPS[experiment].items()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(f"{axis}={v}" for v in values)
     with (sweep / "summary.csv").open() as file:

@@ -204,9 +204,9 @@ def test_report_cli_on_a_folder_without_jobs(tmp_path):
 
 # -- end to end ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path):
+def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path, sweep_here):
     sweep = tmp_path / "sweep"
-    run_cli(tmp_path, "optimizer=adam,sgd", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}")
+    sweep_here("optimizer=adam,sgd", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert jobs == ["optimizer=adam,seed=0", "optimizer=adam,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
     assert not (tmp_path / "outputs").exists()
@@ -228,10 +228,10 @@ def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_job_is_recorded_and_resume_skips_finished_and_continues_unfinished(tmp_path):
+def test_failed_job_is_recorded_and_resume_skips_finished_and_continues_unfinished(tmp_path, sweep_here):
     sweep = tmp_path / "sweep"
     args = ["optimizer.lr=0.001,0.002,-1.0", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}"]
-    run_cli(tmp_path, *args)
+    sweep_here(*args)
     rows = summary_rows(sweep)
     assert rows["optimizer.lr=-1.0"]["status"] == "failed"
     assert "Invalid learning rate" in rows["optimizer.lr=-1.0"]["error"]
@@ -241,7 +241,7 @@ def test_failed_job_is_recorded_and_resume_skips_finished_and_continues_unfinish
     for name in ("status.json", "metrics.json"):  # as if killed after its first epoch's checkpoint
         (unfinished / name).unlink()
 
-    run_cli(tmp_path, *args, "trainer.max_epochs=2", "resume=true")
+    sweep_here(*args, "trainer.max_epochs=2", "resume=true")
     assert (done / "metrics.json").read_text() == finished_metrics  # skipped
     resumed = read_json(unfinished / "metrics.json")
     assert resumed["resumed_from"] == str(unfinished / "checkpoints" / "last.ckpt")
@@ -304,11 +304,10 @@ def test_gpus_launcher_on_cpu_runs_jobs_in_parallel_processes_with_their_own_slo
 
 
 @pytest.mark.slow
-def test_three_trial_optuna_search_reports_its_best_trial(tmp_path):
+def test_three_trial_optuna_search_reports_its_best_trial(tmp_path, sweep_here):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    run_cli(
-        tmp_path,
+    sweep_here(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
         "~hydra.sweeper.params.model",  # resnet18 only: quick
@@ -325,7 +324,7 @@ def test_three_trial_optuna_search_reports_its_best_trial(tmp_path):
 
 
 @pytest.mark.slow
-def test_three_fold_sweep_uses_disjoint_folds_and_reports_mean_and_std(tmp_path):
+def test_three_fold_sweep_uses_disjoint_folds_and_reports_mean_and_std(tmp_path, sweep_here):
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     for name, tint in (("cat", 0), ("dog", 120)):
@@ -333,7 +332,7 @@ def test_three_fold_sweep_uses_disjoint_folds_and_reports_mean_and_std(tmp_path)
             write_image(images / name / f"{i}.png", rng, tint)
     sweep = tmp_path / "sweep"
     data = ["data=folder", f"data.root={images}", "data.layout=classes", "data.image_size=32", "data.num_workers=0"]
-    run_cli(tmp_path, *data, "data.num_folds=3", "data.fold=0,1,2", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    sweep_here(*data, "data.num_folds=3", "data.fold=0,1,2", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
 
     val_parts = []
     for fold in range(3):  # each job's own composed config gives its validation split
