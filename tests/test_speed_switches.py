@@ -1,6 +1,7 @@
 """The performance switches are applied when set (memory format, precision plugin, compiled module,
 batch-size finder) and training stays numerically sane; no timings are asserted."""
 
+import itertools
 import math
 
 import pytest
@@ -87,3 +88,19 @@ def test_batch_size_finder_sets_the_data_module_batch_size(make_cfg):
     finder = next(c for c in trainer.callbacks if isinstance(c, BatchSizeFinder))
     assert finder.optimal_batch_size == datamodule.batch_size == 4  # 2 succeeded, then 4: two trials
     assert math.isfinite(train_loss(trainer))
+
+
+def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
+    """The Metric objects are handed to Lightning once per epoch (overhead fix); their values still
+    come from every batch, and each epoch starts afresh."""
+    cfg = make_cfg("trainer.limit_val_batches=3", "callbacks.reports.train_samples=0")
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    first = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    batches = list(itertools.islice(datamodule.val_dataloader(), 3))
+    with torch.no_grad():
+        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in batches)
+    assert first["val/acc"] == pytest.approx(correct / sum(len(y) for _, y in batches), abs=1e-6)
+    assert second == first
