@@ -101,6 +101,6 @@ def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
     second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     batches = list(itertools.islice(datamodule.val_dataloader(), 3))
     with torch.no_grad():
-        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in batches)
+        correct = sum((model.eval()(x).argmax(1) == y).sum().item() for x, y in batches)
     assert first["val/acc"] == pytest.approx(correct / sum(len(y) for _, y in batches), abs=1e-6)
     assert second == first
