@@ -158,3 +158,22 @@ def test_cache_options_are_checked(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="cache_decode=cuda needs a CUDA GPU"):
             ImageFolderDataModule(root=root, cache="disk", cache_decode="cuda")
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 points to TorchCodec
+def test_batched_jpeg_decode_is_close_to_pil_and_leaves_rotated_files_to_pil(tmp_path):
+    """`cache_decode=cuda`'s decoder, run here with torchvision's CPU decoder: same shapes, close pixels;
+    EXIF-rotated JPEGs and PNGs go through PIL (nvJPEG ignores the orientation)."""
+    root = write_folder(tmp_path / "data")
+    paths = sorted(root.rglob("*.*"))
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[pixels.EXIF_ORIENTATION] = 6  # rotate 90 degrees on display
+    Image.open(paths[1]).save(rotated, exif=exif)
+    paths.append(rotated)
+    batch = pixels.decode_resized_jpegs(paths, 24, device="cpu")
+    reference = torch.stack([pixels.decode_resized(p, 24) for p in paths])
+    assert batch.shape == reference.shape == (len(paths), 3, 24, 24) and batch.dtype == torch.uint8
+    difference = (batch.float() - reference.float()).abs().mean(dim=(1, 2, 3))
+    assert difference.max() < 4  # another decoder and a tensor resize: a few grey levels at most
+    assert difference[-1] == 0 and all(difference[i] == 0 for i, p in enumerate(paths) if p.suffix == ".png")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -37,6 +38,7 @@ CACHE_MODES = (None, "memory", "disk")
 DECODERS = ("cpu", "cuda")
 FORMAT_VERSION = "pixels-v1"  # part of the fingerprint: bump when the stored pixels change meaning
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+EXIF_ORIENTATION = 0x0112
 
 _last_in_memory: dict[str, torch.Tensor] = {}  # fingerprint -> pixels of the last `memory` cache built
 
@@ -56,27 +58,39 @@ def decode_resized(path: str | Path, size: int, crop_ratio: float | None = None)
     return v2.functional.pil_to_tensor(image)
 
 
-def decode_resized_cuda(paths: Sequence[str | Path], size: int, crop_ratio: float | None = None) -> torch.Tensor:
-    """(len(paths), 3, size, size) uint8 on the CPU, JPEGs decoded by nvJPEG on the GPU (resized there too).
+def decode_resized_jpegs(
+    paths: Sequence[str | Path], size: int, crop_ratio: float | None = None, device: str = "cuda"
+) -> torch.Tensor:
+    """(len(paths), 3, size, size) uint8 on the CPU; on `cuda`, JPEGs decoded by nvJPEG and resized on the GPU.
 
     Pixels differ slightly from the PIL path (another decoder and a tensor resize), which is why the
-    decoder is part of the cache's fingerprint. Files nvJPEG cannot decode (PNG, CMYK, ...) go through PIL.
+    decoder is part of the cache's fingerprint. What nvJPEG cannot do goes through PIL: other formats,
+    EXIF-rotated JPEGs (nvJPEG ignores the orientation), and a batch with a file it fails on.
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     resize = v2.Compose(resize_ops(size, crop_ratio))
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    jpegs = [i for i, p in enumerate(paths) if str(p).lower().endswith(JPEG_SUFFIXES)]
+    jpegs = [i for i, p in enumerate(paths) if str(p).lower().endswith(JPEG_SUFFIXES) and _upright(p)]
     decoded: dict[int, torch.Tensor] = {}
     if jpegs:
         try:
-            images = decode_jpeg([read_file(str(paths[i])) for i in jpegs], mode=ImageReadMode.RGB, device="cuda")
+            images = decode_jpeg([read_file(str(paths[i])) for i in jpegs], mode=ImageReadMode.RGB, device=device)
             decoded = {i: resize(image).cpu() for i, image in zip(jpegs, images, strict=True)}
         except RuntimeError as err:  # one undecodable file fails the batch: fall back to PIL for all
             log.debug("nvJPEG failed on a batch (%s); decoding it with PIL", err)
     for i, path in enumerate(paths):
         out[i] = decoded[i] if i in decoded else decode_resized(path, size, crop_ratio)
     return out
+
+
+def _upright(path: str | Path) -> bool:
+    """No EXIF rotation to apply (reads the header only)."""
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(EXIF_ORIENTATION, 1) == 1
+    except (OSError, ValueError):
+        return False  # let PIL's full decode report it
 
 
 def _fill(
@@ -92,7 +106,7 @@ def _fill(
     if decode == "cuda":
         chunk = 64
         for start in range(0, len(paths), chunk):
-            target[start : start + chunk] = decode_resized_cuda(paths[start : start + chunk], size, crop_ratio)
+            target[start : start + chunk] = decode_resized_jpegs(paths[start : start + chunk], size, crop_ratio)
         return
 
     def one(index: int) -> None:
