@@ -48,7 +48,7 @@ format:
 tensorboard:      ## dashboards of every run and sweep
 	$(BIN)/tensorboard --logdir . --host 127.0.0.1
 
-bench:
+bench:            ## speed figures into benchmarks/results/ (see README, Speed); ARGS="--quick" for a smoke run
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:

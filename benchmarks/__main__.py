@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.common import format_table, write_results
 
-SECTIONS = ("overhead", "startup")
+SECTIONS = ("overhead", "pipeline", "startup", "gpu")
 
 
 def main() -> None:
@@ -27,7 +27,12 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; valid: {', '.join(SECTIONS)}")
-    quick = {"overhead": {"steps": 8, "warmup": 2, "repeats": 1}, "startup": {"full_epochs": 1}}
+    quick = {
+        "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
+        "pipeline": {"images": 64, "batch": 16, "model_steps": 1},
+        "startup": {"full_epochs": 1},
+        "gpu": {"steps": 6, "warmup": 2, "compile": False},
+    }
     rows = []
     for section in chosen:
         started = time.time()

@@ -17,13 +17,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
-from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, build_transform
+from lightning_resnet.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchAugment,
+    DeviceAugment,
+    build_transform,
+    resize_ops,
+)
 from lightning_resnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SAMPLERS = (None, "weighted")
+AUGMENT_ON = ("auto", "cpu", "gpu")
 
 
 def available_cpus() -> int:
@@ -43,8 +51,9 @@ class ClassificationDataModule(pl.LightningDataModule):
             or `{mean: [...], std: [...]}`.
         augment: transforms.v2 ops applied to training images only (the `augment` config group).
         num_workers: DataLoader workers; `auto` = the CPUs this process may use.
-        pin_memory: `auto` = on when CUDA is available.
-        persistent_workers: keep workers alive between epochs (only when num_workers > 0).
+        pin_memory: `auto` = on when CUDA is available (page-locked batches copy to the GPU asynchronously).
+        persistent_workers: keep workers alive between epochs (only when num_workers > 0), so each
+            epoch does not pay the workers' start-up (and, with a pixel cache, their page-cache warm-up).
         seed: seed of the dataset's splits (training randomness follows the global `seed`).
         prefetch_factor: batches loaded ahead per worker (null: PyTorch's default; only with workers).
         sampler: null (shuffle) or `weighted`: draw training images with probability 1 / class count,
@@ -53,6 +62,10 @@ class ClassificationDataModule(pl.LightningDataModule):
             each an op or a factory called with `num_classes=`; one is chosen at random per batch.
         crop_ratio: null (resize to a square) or e.g. 0.875: resize the shorter side to
             image_size / crop_ratio, then centre-crop image_size (train and eval geometry alike).
+        augment_on: where training augmentation and normalisation run. `cpu`: in the DataLoader
+            workers. `gpu`: workers only decode and resize, batches travel as uint8 (4x fewer bytes)
+            and `DeviceAugment` runs on the training device after the transfer, image by image.
+            `auto`: `gpu` when the Trainer trains on a CUDA device, else `cpu`.
     """
 
     def __init__(
@@ -69,6 +82,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         sampler: str | None = None,
         batch_augment: Sequence[Callable[..., Any]] = (),
         crop_ratio: float | None = None,
+        augment_on: str = "auto",
     ) -> None:
         super().__init__()
         if batch_size < 1 or image_size < 1:
@@ -77,6 +91,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.sampler={sampler!r}; valid: null, weighted")
         if crop_ratio is not None and not 0.0 < crop_ratio <= 1.0:
             raise ConfigError(f"data.crop_ratio must be null or in (0, 1], got {crop_ratio}")
+        if augment_on not in AUGMENT_ON:
+            raise ConfigError(f"data.augment_on={augment_on!r}; valid: {', '.join(AUGMENT_ON)}")
         self.batch_size = batch_size
         self.image_size = image_size
         self.normalize = normalize
@@ -89,7 +105,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.sampler = sampler
         self.batch_augment = list(batch_augment)
         self.crop_ratio = crop_ratio
+        self.augment_on = augment_on
         self.train_collate: BatchAugment | None = None
+        self.device_augment: DeviceAugment | None = None  # set by train_dataloader with augment_on gpu
         self.datasets: dict[str, Dataset] = {}
         self.mean: list[float] = []
         self.std: list[float] = []
@@ -117,10 +135,9 @@ class ClassificationDataModule(pl.LightningDataModule):
             return
         self.datasets = self._load_splits()
         self.mean, self.std = self._resolve_normalization()
-        train_tf = build_transform(self.mean, self.std, self.augment, self._resize(), self.crop_ratio)
-        eval_tf = self.eval_transform()
         for split, dataset in self.datasets.items():
-            dataset.transform = train_tf if split == "train" else eval_tf
+            augment = self.augment if split == "train" else ()
+            dataset.transform = build_transform(self.mean, self.std, augment, self._resize(dataset), self.crop_ratio)
         if self.batch_augment:
             ops = [op if isinstance(op, nn.Module) else op(num_classes=self.num_classes) for op in self.batch_augment]
             self.train_collate = BatchAugment(ops)
@@ -131,9 +148,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         """Resize (and centre-crop) and normalise: for every split but train, and for prediction."""
         return build_transform(self.mean, self.std, resize=self._resize(), crop_ratio=self.crop_ratio)
 
-    def _resize(self) -> int | None:
-        """Side to resize to in the transform; None when the dataset already delivers that size."""
-        return self.image_size
+    def _resize(self, dataset: Dataset | None = None) -> int | None:
+        """Side to resize to in the transform; None when the dataset already delivers that size
+        (a dataset with `resized = True`, such as the pixel cache's)."""
+        return None if getattr(dataset, "resized", False) else self.image_size
 
     def _resolve_normalization(self) -> tuple[list[float], list[float]]:
         norm = self.normalize
@@ -184,7 +202,29 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = self._weighted_sampler() if self.sampler == "weighted" else None
+        train = self.datasets["train"]
+        if self._augment_on_device():
+            # workers decode and resize only; DeviceAugment does the rest after the transfer
+            train.transform = v2.Compose([*resize_ops(self._resize(train), self.crop_ratio), v2.PILToTensor()])
+            batch_op = self.train_collate.op if self.train_collate else None
+            self.device_augment = DeviceAugment(self.augment, self.mean, self.std, batch_op)
+            return self._loader("train", shuffle=True, sampler=sampler)
+        train.transform = build_transform(self.mean, self.std, self.augment, self._resize(train), self.crop_ratio)
+        self.device_augment = None
         return self._loader("train", shuffle=True, sampler=sampler, collate_fn=self.train_collate)
+
+    def _augment_on_device(self) -> bool:
+        if self.augment_on != "auto":
+            return self.augment_on == "gpu"
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches of uint8 images (augment_on gpu) get `DeviceAugment` here, on the device."""
+        images = batch[0] if isinstance(batch, list | tuple) else None
+        if self.device_augment is None or images is None or images.dtype != torch.uint8:
+            return batch
+        return self.device_augment(images, batch[1])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -59,7 +59,7 @@ class DigitsDataModule(ClassificationDataModule):
     def class_names(self) -> list[str]:
         return [str(d) for d in range(10)]
 
-    def _resize(self) -> None:
+    def _resize(self, dataset: Dataset | None = None) -> None:
         return None  # images are upsampled once, in memory
 
     def _load_splits(self) -> dict[str, TensorImageDataset]:

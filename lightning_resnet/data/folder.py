@@ -23,6 +23,7 @@ from lightning_resnet.data.base import ClassificationDataModule, available_cpus
 from lightning_resnet.data.cache import ResultCache, fingerprint
 from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, load_rgb
 from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
+from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, channel_mean_std_rows, check_cache_options
 from lightning_resnet.data.splits import stratified_split, train_val_split
 from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.errors import ConfigError
@@ -87,9 +88,14 @@ class ImageFolderDataModule(ClassificationDataModule):
         predict_dir: folder of unlabelled images under root for `predict_dataloader` (null: none).
         bad_images: `error` (stop with a report of every bad file) or `skip` (leave them out, warn).
         verify: decode every image at setup (cached per file list) so bad files show before training.
-        cache_dir: where `normalize: auto` statistics and verification results are cached
-            (null: `<root>/.lightning_resnet`).
+        cache_dir: where `normalize: auto` statistics, verification results and the pixel cache are
+            kept (null: `<root>/.lightning_resnet`).
         download: where to get the dataset, shown when `root` does not exist.
+        cache: null (decode every image file at every epoch), `memory` or `disk`: decode every image
+            once at the training size and serve uint8 pixels from RAM or a memory-mapped file in
+            `cache_dir` (see `data.pixels`). Augmentation semantics are unchanged.
+        cache_decode: `cpu` (PIL, the same pixels as without the cache) or `cuda` (nvJPEG on the GPU,
+            for building a large cache quickly; slightly different pixels).
         **kwargs: see `ClassificationDataModule`.
     """
 
@@ -110,6 +116,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         verify: bool = True,
         cache_dir: str | Path | None = None,
         download: str | None = None,
+        cache: str | None = None,
+        cache_decode: str = "cpu",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,7 +138,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.predict_dir = predict_dir
         self.bad_images = bad_images
         self.verify = verify
-        self.cache = ResultCache(Path(cache_dir) if cache_dir else self.root / ".lightning_resnet")
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".lightning_resnet"
+        self.results = ResultCache(self.cache_dir)
+        check_cache_options(cache, cache_decode)
+        self.cache_mode = cache
+        self.cache_decode = cache_decode
         self.download = download
         self._class_names: list[str] = []
 
@@ -158,13 +170,13 @@ class ImageFolderDataModule(ClassificationDataModule):
     def _check_images(self, paths: list[Path], recheck: bool = False, progress: bool = False) -> dict[str, str]:
         """{path: reason} of the files that do not decode; cached by the file list's fingerprint."""
         key = fingerprint(paths)
-        cached = None if recheck else self.cache.get("verified", key)
+        cached = None if recheck else self.results.get("verified", key)
         if cached is not None:
             return cached
         threads = self.num_workers or available_cpus()
         log.info("checking %d images with %d threads (cached afterwards)", len(paths), threads)
         bad = find_bad_images(paths, threads, progress)
-        self.cache.put("verified", key, bad)
+        self.results.put("verified", key, bad)
         return bad
 
     def _drop_bad(self, listing: Listing) -> Listing:
@@ -251,16 +263,37 @@ class ImageFolderDataModule(ClassificationDataModule):
         for split in ("train", "val", "test"):
             paths, labels = zip(*parts[split], strict=True) if parts[split] else ((), ())
             datasets[split] = ImageFileDataset(paths, labels)
-        return datasets
+        return self._cached(datasets) if self.cache_mode else datasets
+
+    def _cached(self, datasets: dict[str, ImageFileDataset]) -> dict[str, CachedImageDataset]:
+        """The same splits served from the pixel cache of all their files (one cache for every split)."""
+        every_path = [p for dataset in datasets.values() for p in dataset.paths]
+        pixels, rows = build_pixels(
+            every_path,
+            self.image_size,
+            self.crop_ratio,
+            self.cache_mode,
+            self.cache_dir,
+            threads=self.num_workers or available_cpus(),
+            decode=self.cache_decode,
+        )
+        return {
+            split: CachedImageDataset(pixels, [rows[str(p)] for p in d.paths], d.paths, d.labels)
+            for split, d in datasets.items()
+        }
 
     # -- normalisation, prediction, scanning ------------------------------------------------------
     def _train_mean_std(self) -> tuple[list[float], list[float]]:
         """Per-channel mean/std of the resized training images; cached per file list and geometry."""
         train = self.datasets["train"]
         key = fingerprint(train.paths, self.image_size, self.crop_ratio)
-        cached = self.cache.get("normalize", key)
+        cached = self.results.get("normalize", key)
         if cached is not None:
             return cached["mean"], cached["std"]
+        if isinstance(train, CachedImageDataset):  # the resized pixels are at hand: no decoding
+            mean, std = channel_mean_std_rows(train.pixels, train.rows)
+            self.results.put("normalize", key, {"mean": mean, "std": std})
+            return mean, std
         transform = v2.Compose(
             [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
         )
@@ -279,7 +312,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         mean = total / count
         std = (squares / count - mean.square()).clamp(min=0).sqrt()
         stats = {"mean": mean.tolist(), "std": std.tolist()}
-        self.cache.put("normalize", key, stats)
+        self.results.put("normalize", key, stats)
         log.info("normalize=auto over %d training images: mean %s, std %s", len(train), stats["mean"], stats["std"])
         return stats["mean"], stats["std"]
 

@@ -1,7 +1,8 @@
 """Train and eval transform pipelines (torchvision.transforms.v2).
 
 Train: `augment` ops, then float conversion and normalisation. Eval: resize only, never augmented.
-Batch-level augmentation (MixUp/CutMix) runs in the training DataLoader's collate function.
+Batch-level augmentation (MixUp/CutMix) runs in the training DataLoader's collate function, or,
+with `data.augment_on=gpu`, all of it runs on the device in `DeviceAugment`.
 """
 
 from __future__ import annotations
@@ -60,3 +61,31 @@ def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 or [0, 1] float images shaped (N, C, H, W)."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+
+class DeviceAugment:
+    """Training augmentation on a uint8 batch already on the device (`data.augment_on=gpu`).
+
+    The per-image `augment` ops run image by image, so each image draws its own random parameters,
+    exactly as in a DataLoader worker (a v2 op applied to a whole batch tensor would draw once for
+    all of them). Then float conversion and normalisation of the batch, then the batch op (MixUp/CutMix).
+    """
+
+    def __init__(
+        self,
+        augment: Sequence[nn.Module],
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_op: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    ) -> None:
+        self.augment = v2.Compose(list(augment)) if augment else None
+        self.normalize = v2.Compose(to_float_normalized(mean, std)[1:])  # ToDtype(scale) + Normalize
+        self.batch_op = batch_op
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augment is not None:
+            images = torch.stack([self.augment(image) for image in images])
+        images = self.normalize(images)
+        if self.batch_op is not None:
+            images, labels = self.batch_op(images, labels)
+        return images, labels

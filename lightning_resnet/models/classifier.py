@@ -30,6 +30,9 @@ from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.backbones import build_backbone
 from lightning_resnet.models.losses import CrossEntropyLoss
 
+SPEED_SWITCHES = ("channels_last", "compile", "compile_backend")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """Epoch-level metrics under the stable names `<stage>/acc|f1|precision|recall` (DDP-synced)."""
@@ -56,6 +59,15 @@ class ResNetClassifier(pl.LightningModule):
         loss: the training loss module (default: cross-entropy).
         optimizer: `partial(torch.optim.X, lr=...)` taking the parameter groups.
         scheduler: partial returning a scheduler or a Lightning scheduler dict (see `models.schedulers`).
+        channels_last: NHWC memory format for the weights and the inputs (faster convolutions with
+            bf16/fp16 on tensor cores).
+        compile: torch.compile the backbone when the Trainer sets the model up: false, true (mode
+            `default`) or a mode name (see `COMPILE_MODES`). State-dict keys stay those of the plain model.
+        compile_backend: torch.compile's backend (`inductor`; `aot_eager`/`eager` compile nothing to
+            machine code, for checking the wiring on machines without a C++ compiler).
+
+    The three speed switches are not saved as hyper-parameters: they change how the network runs,
+    not what it is, so a checkpoint trained compiled or channels-last loads anywhere as a plain model.
     """
 
     def __init__(
@@ -68,9 +80,17 @@ class ResNetClassifier(pl.LightningModule):
         loss: nn.Module | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        channels_last: bool = False,
+        compile: bool | str = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"])
+        if compile not in (True, False) and compile not in COMPILE_MODES:
+            raise ConfigError(f"model.compile={compile!r}; valid: false, true, {', '.join(COMPILE_MODES)}")
+        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler", *SPEED_SWITCHES])
+        self.channels_last = channels_last
+        self.compile_mode: str | None = None if compile is False else "default" if compile is True else compile
+        self.compile_backend = compile_backend
         self.backbone, self.num_features = build_backbone(arch, weights)
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.num_features, num_classes))
         self.loss_fn = loss if loss is not None else CrossEntropyLoss()
@@ -79,6 +99,7 @@ class ResNetClassifier(pl.LightningModule):
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        self._metrics_logged: set[str] = set()  # stages whose Metric objects Lightning holds this epoch
         self.eval_transform: dict[str, Any] | None = None  # filled from the data module, saved in checkpoints
 
     @classmethod
@@ -94,10 +115,29 @@ class ResNetClassifier(pl.LightningModule):
         model.eval_transform = checkpoint[CHECKPOINT_KEY].get("eval_transform")
         return model.eval()
 
+    # -- speed switches ----------------------------------------------------------------------------
+    @property
+    def compiled_backbone(self) -> nn.Module | None:
+        """The torch.compile wrapper of `backbone` once `configure_model` ran with `compile` on, else None."""
+        return self.__dict__.get("_compiled_backbone")
+
+    def configure_model(self) -> None:
+        """Apply `channels_last` and `compile` (the Trainer calls this before every fit/validate/test/predict)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_mode is not None and self.compiled_backbone is None:
+            compiled = torch.compile(self.backbone, mode=self.compile_mode, backend=self.compile_backend)
+            # Kept out of the module registry (a plain __dict__ entry): state_dict keys, parameter
+            # counts, optimizers and deep copies see only the plain `backbone`, which the wrapper shares.
+            self.__dict__["_compiled_backbone"] = compiled
+
     # -- forward -----------------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (globally pooled) features, used by embedding plots and linear probes."""
-        return self.backbone(x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        compiled = self.compiled_backbone
+        return (compiled if compiled is not None else self.backbone)(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -111,9 +151,24 @@ class ResNetClassifier(pl.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), target)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
-        for name, metric in metrics.items():
-            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name.endswith("/acc"), batch_size=len(x))
+        if stage not in self._metrics_logged:
+            # Handing the Metric objects to Lightning once per epoch is enough: it computes (synced) and
+            # resets them at the epoch's end, and they see every batch through `update` above. Logging
+            # them at every step costs ~5 ms of Lightning bookkeeping per step (each call moves each
+            # Metric to the device), 2-3 % of a small model's step on a CPU (benchmarks/overhead.py).
+            self._metrics_logged.add(stage)
+            for name, metric in metrics.items():
+                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name.endswith("/acc"))
         return {"loss": loss, "logits": logits.detach(), "target": target}
+
+    def on_train_epoch_start(self) -> None:
+        self._metrics_logged.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._metrics_logged.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._metrics_logged.discard("test")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")["loss"]

@@ -1,0 +1,106 @@
+"""The performance switches are applied when set (memory format, precision plugin, compiled module,
+batch-size finder) and training stays numerically sane; no timings are asserted."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import BatchSizeFinder
+from pytorch_lightning.plugins.precision import MixedPrecision
+from torch._dynamo.eval_frame import OptimizedModule
+
+from lightning_resnet.builders import build_datamodule, build_model, build_trainer
+from lightning_resnet.errors import ConfigError
+from lightning_resnet.models import ResNetClassifier
+
+pytestmark = pytest.mark.slow
+
+ONE_BATCH = ("debug=fast", "test=false", "callbacks.reports.train_samples=0", "data.batch_size=8")
+
+
+def fit(cfg):
+    """Fit as the train task does, returning the objects to inspect."""
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return datamodule, model, trainer
+
+
+def train_loss(trainer) -> float:
+    return float(trainer.callback_metrics["train/loss"])
+
+
+def test_channels_last_converts_the_weights_and_the_inputs(make_cfg):
+    _, model, trainer = fit(make_cfg(*ONE_BATCH, "model.channels_last=true"))
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    model(torch.randn(2, 3, 32, 32))
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(train_loss(trainer))
+
+
+def test_bf16_mixed_precision_trains_with_the_mixed_precision_plugin(make_cfg):
+    _, _, trainer = fit(make_cfg(*ONE_BATCH, "trainer.precision=bf16-mixed"))
+    assert isinstance(trainer.precision_plugin, MixedPrecision)
+    assert trainer.precision_plugin.precision == "bf16-mixed" and trainer.precision == "bf16-mixed"
+    assert math.isfinite(train_loss(trainer))
+
+
+def test_compile_wraps_the_backbone_and_keeps_the_checkpoint_keys(make_cfg, tmp_path):
+    # backend=eager: Dynamo traces the model (the wiring under test) without building C++ kernels,
+    # which inductor would take a minute to do on 2 CPU cores.
+    _, model, trainer = fit(make_cfg(*ONE_BATCH, "model.compile=true", "model.compile_backend=eager"))
+    compiled = model.compiled_backbone
+    assert isinstance(compiled, OptimizedModule) and compiled._orig_mod is model.backbone
+    assert math.isfinite(train_loss(trainer))
+
+    plain = ResNetClassifier(arch="resnet18", num_classes=10)
+    assert list(model.state_dict()) == list(plain.state_dict())  # no `_orig_mod.` anywhere
+    path = tmp_path / "compiled.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = ResNetClassifier.from_checkpoint(path)  # a plain model for predict/export
+    assert loaded.compiled_backbone is None
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_compile_mode_is_checked():
+    with pytest.raises(ConfigError, match="model.compile='fastest'; valid: false, true, default"):
+        ResNetClassifier(compile="fastest")
+
+
+def test_batch_size_finder_sets_the_data_module_batch_size(make_cfg):
+    cfg = make_cfg(
+        "callbacks=[default,batch_size_finder]",
+        "callbacks.batch_size_finder.max_trials=2",
+        "callbacks.batch_size_finder.steps_per_trial=1",
+        "callbacks.reports.train_samples=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    )
+    datamodule, _, trainer = fit(cfg)
+    finder = next(c for c in trainer.callbacks if isinstance(c, BatchSizeFinder))
+    assert finder.optimal_batch_size == datamodule.batch_size == 4  # 2 succeeded, then 4: two trials
+    assert math.isfinite(train_loss(trainer))
+
+
+def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
+    """The Metric objects are handed to Lightning once per epoch (overhead fix); their values still
+    come from every batch, and each epoch starts afresh."""
+    cfg = make_cfg("trainer.limit_val_batches=3", "callbacks.reports.train_samples=0")
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    first = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    batches = list(itertools.islice(datamodule.val_dataloader(), 3))
+    with torch.no_grad():
+        correct = sum((model.eval()(x).argmax(1) == y).sum().item() for x, y in batches)
+    assert first["val/acc"] == pytest.approx(correct / sum(len(y) for _, y in batches), abs=1e-6)
+    assert second == first
