@@ -31,11 +31,11 @@ reproduce:        ## a study of shared/studies.md: make reproduce STUDY=flatfoot
 	$(BIN)/python -m lightning_resnet $(if $(filter $(STUDY),$(SINGLE_RUN_STUDIES)),,-m) \
 	  experiment=$(STUDY) data.root=$(abspath $(DATA)) $(ARGS)
 
-test:             ## the whole suite, as CI runs it
-	$(BIN)/python -m pytest -q
+test:             ## the whole suite, as CI runs it (2 workers, one torch thread each)
+	$(BIN)/python -m pytest -q -n 2
 
 test-fast:        ## skip the end-to-end runs
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint:
 	$(BIN)/ruff check lightning_resnet tests benchmarks

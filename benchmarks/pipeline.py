@@ -31,9 +31,9 @@ from torchvision.transforms import v2
 
 from benchmarks.common import Row
 from lightning_resnet.data import ImageFolderDataModule
-from lightning_resnet.data.base import available_cpus
 from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_resnet.models import ResNetClassifier
+from lightning_resnet.system import available_cpus
 
 CLASSES = ("a", "b")
 

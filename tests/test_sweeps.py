@@ -23,6 +23,7 @@ from lightning_resnet.builders import build_datamodule
 from lightning_resnet.sweeps import layout, plugins
 from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
 from lightning_resnet.sweeps.summary import write_summary
+from lightning_resnet.train import cli
 from tests.conftest import compose_config, read_json
 from tests.miniature import write_image
 
@@ -103,14 +104,14 @@ def test_concurrent_jobs_never_get_the_same_device(tmp_path):
         args = [sys.executable, "-c", HOLD_SLOT, str(locks), str(timeout), str(hold)]
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    holders = [start(60, 6), start(60, 6)]
+    holders = [start(60, 4), start(60, 4)]
     claims = [json.loads(p.stdout.readline()) for p in holders]  # both hold a slot now
     claims.append(json.loads(start(60, 0).communicate(timeout=120)[0]))
     for p in holders:
         p.wait(timeout=60)
     assert {claims[0]["device"], claims[1]["device"]} == {5, 7}
     assert all(c["again"] == c["device"] for c in claims)  # a worker keeps its device for its life
-    assert claims[2]["t"] >= min(claims[0]["t"], claims[1]["t"]) + 5  # waited until a holder exited
+    assert claims[2]["t"] >= min(claims[0]["t"], claims[1]["t"]) + 3.5  # waited until a holder exited
 
 
 def test_device_slot_errors_and_cpu_shares(tmp_path):
@@ -140,13 +141,9 @@ def test_a_missing_plugin_is_named_with_its_extra(monkeypatch):
     message = plugins.missing_plugin_message(["model=resnet18", "launcher=ray"])
     assert "hydra_ray_launcher" in message and "lightning-resnet[ray]" in message
     assert plugins.missing_plugin_message(["model=resnet18"]) is None
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.argv[1:] = ['-m', 'launcher=ray']; "
-         "import importlib.util as u; u.find_spec = lambda n: None; "
-         "from lightning_resnet.train import cli; cli()"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 1 and "lightning-resnet[ray]" in result.stderr
+    monkeypatch.setattr(sys, "argv", ["lightning_resnet", "-m", "launcher=ray"])
+    with pytest.raises(SystemExit, match=r"lightning-resnet\[ray\]"):  # before Hydra composes anything
+        cli()
 
 
 # -- the report, from hand-made job folders --------------------------------------------------------

@@ -7,7 +7,6 @@ take a `transform`; this base decides the transforms, the loaders and the bookke
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,19 +25,13 @@ from lightning_resnet.data.transforms import (
     resize_ops,
 )
 from lightning_resnet.errors import ConfigError
+from lightning_resnet.system import available_cpus
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SAMPLERS = (None, "weighted")
 AUGMENT_ON = ("auto", "cpu", "gpu")
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class ClassificationDataModule(pl.LightningDataModule):

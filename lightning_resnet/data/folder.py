@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lightning_resnet.data.base import ClassificationDataModule, available_cpus
+from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.data.cache import ResultCache, fingerprint
 from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, load_rgb
 from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
@@ -27,6 +27,7 @@ from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, chann
 from lightning_resnet.data.splits import stratified_split, train_val_split
 from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.errors import ConfigError
+from lightning_resnet.system import available_cpus
 
 log = logging.getLogger(__name__)
 

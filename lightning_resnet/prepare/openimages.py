@@ -38,10 +38,10 @@ from PIL import ExifTags, Image
 from tqdm import tqdm
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.data.base import available_cpus
 from lightning_resnet.data.images import BadImageError, is_image_file, load_rgb
 from lightning_resnet.data.splits import stratified_split
 from lightning_resnet.errors import ConfigError
+from lightning_resnet.system import available_cpus
 
 DEFAULT_GROUPS = CONFIG_DIR / "prepare" / "openimages_groups.yaml"
 SPLIT_NAMES = ("train", "val")
