@@ -87,7 +87,7 @@ def plain_rate(loader: DataLoader, arch: str, steps: int, warmup: int) -> float:
     return _rate(ends, warmup, loader.batch_size)
 
 
-def run(arch: str = "resnet18", batch_size: int = 64, steps: int = 19, warmup: int = 3, repeats: int = 4) -> list[Row]:
+def run(arch: str = "resnet18", batch_size: int = 64, steps: int = 19, warmup: int = 3, repeats: int = 8) -> list[Row]:
     dm = DigitsDataModule(image_size=32, batch_size=batch_size, num_workers=0)
     dm.setup("fit")
     loader = dm.train_dataloader()
