@@ -29,11 +29,16 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 
 
-def read_status(job_dir: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Any:
+    """The file's JSON, or None when it is missing or half-written (a job killed mid-write)."""
     try:
-        return json.loads((job_dir / STATUS_FILE).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_status(job_dir: Path) -> dict[str, Any] | None:
+    return read_json(job_dir / STATUS_FILE)
 
 
 def write_status(job_dir: Path, status: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ is still running or was killed (`python -m lightning_resnet.report multirun/<dat
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import statistics
@@ -18,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lightning_resnet.sweeps.jobs import read_status
+from lightning_resnet.sweeps.jobs import read_json, read_status
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,6 @@ class JobRow:
         }
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
@@ -89,7 +81,7 @@ def read_job(job_dir: Path) -> JobRow:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith("hydra.") and o.split("=")[0] not in IGNORED_KEYS]
     status = read_status(job_dir) or {}
-    metrics = _read_json(job_dir / "metrics.json") or {}
+    metrics = read_json(job_dir / "metrics.json") or {}
     state = status.get("status") or ("ok" if metrics else "unfinished")
     row = JobRow(job=job_dir.name, overrides=overrides, status=state, error=status.get("error", ""))
     if metrics:
@@ -98,7 +90,7 @@ def read_job(job_dir: Path) -> JobRow:
         row.params, row.gflops = model.get("params_total"), model.get("gmacs")
         row.epochs, row.wall_time_s = metrics.get("epochs_run"), metrics.get("wall_time_s")
         row.figures = {name: _dig(metrics, keys) for name, _, keys in FIGURES}
-    history = _read_json(job_dir / "history.json") or []
+    history = read_json(job_dir / "history.json") or []
     row.curve = [epoch["val/acc"] for epoch in history if "val/acc" in epoch]
     return row
 
@@ -244,7 +236,7 @@ def write_summary(sweep_dir: str | Path) -> list[JobRow]:
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir} holds no sweep jobs (no */.hydra/overrides.yaml)")
     rows = [read_job(d) for d in dirs]
-    first = next((_read_json(d / "metrics.json") for d in dirs if (d / "metrics.json").is_file()), None) or {}
+    first = next((read_json(d / "metrics.json") for d in dirs if (d / "metrics.json").is_file()), None) or {}
     monitor, mode = first.get("monitor", "val/acc"), first.get("mode", "max")
     rows = sort_rows(rows, mode)
     groups = group_rows(rows)
