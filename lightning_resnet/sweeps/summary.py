@@ -108,9 +108,13 @@ class Group:
     key: str
     jobs: list[JobRow]
 
+    def values(self, name: str) -> list[float]:
+        """A figure of each of the group's finished jobs."""
+        return [j.figures[name] for j in self.jobs if j.status == "ok" and j.figures.get(name) is not None]
+
     def stats(self, name: str) -> tuple[float, float, int] | None:
         """(mean, sample std, n) of a figure over the group's finished jobs."""
-        values = [j.figures[name] for j in self.jobs if j.status == "ok" and j.figures.get(name) is not None]
+        values = self.values(name)
         if not values:
             return None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
@@ -128,7 +132,7 @@ def welch_p(a: Group, b: Group, name: str) -> float | None:
     """Two-sided Welch t-test p-value of figure `name` between two groups (None if n < 2 in either)."""
     from scipy.stats import ttest_ind
 
-    values = [[j.figures[name] for j in g.jobs if j.status == "ok" and j.figures.get(name) is not None] for g in (a, b)]
+    values = [a.values(name), b.values(name)]
     if min(len(v) for v in values) < 2:
         return None
     p = float(ttest_ind(values[0], values[1], equal_var=False).pvalue)
