@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import sys
 import time
+import traceback
 
 import torch
 
-from benchmarks.common import format_table, write_results
+from benchmarks.common import Row, format_table, write_results
 
 SECTIONS = ("overhead", "pipeline", "startup", "gpu")
 
@@ -33,11 +35,16 @@ def main() -> None:
         "startup": {"full_epochs": 1},
         "gpu": {"steps": 6, "warmup": 2, "compile": False},
     }
-    rows = []
+    rows, failed = [], []
     for section in chosen:
         started = time.time()
-        module = importlib.import_module(f"benchmarks.{section}")
-        rows += module.run(**(quick.get(section, {}) if args.quick else {}))
+        try:  # a broken section costs its own rows, not the figures the others took minutes to measure
+            module = importlib.import_module(f"benchmarks.{section}")
+            rows += module.run(**(quick.get(section, {}) if args.quick else {}))
+        except Exception as err:
+            traceback.print_exc()
+            failed.append(section)
+            rows.append(Row(section, "failed", type(err).__name__, "", str(err).splitlines()[0] if str(err) else ""))
         print(f"[{section}] done in {time.time() - started:.0f} s", flush=True)
     header = (
         f"# Benchmarks {time.strftime('%Y-%m-%d %H:%M')}\n\n"
@@ -48,6 +55,8 @@ def main() -> None:
     print(f"\n{header}\n\n{table}")
     if not args.quick:
         print(f"\nwritten to {write_results(rows, header)}")
+    if failed:
+        sys.exit(f"sections failed: {', '.join(failed)} (tracebacks above)")
 
 
 if __name__ == "__main__":

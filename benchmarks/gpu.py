@@ -19,8 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from benchmarks.common import Row
-from benchmarks.overhead import StepTimer, _rate
+from benchmarks.common import Row, StepTimer, median_rate
 from benchmarks.pipeline import write_jpegs
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.models import ResNetClassifier
@@ -80,7 +79,7 @@ def fit_rate(
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(model, train_dataloaders=loader, datamodule=datamodule)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    return _rate(timer.ends, warmup, batch), peak
+    return median_rate(timer.ends, warmup, batch), peak
 
 
 def synthetic_loader(steps: int, batch: int, size: int, num_classes: int, device: str) -> DataLoader:

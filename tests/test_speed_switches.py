@@ -3,6 +3,7 @@ batch-size finder) and training stays numerically sane; no timings are asserted.
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,14 +94,46 @@ def test_batch_size_finder_sets_the_data_module_batch_size(make_cfg):
 def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
     """The Metric objects are handed to Lightning once per epoch (overhead fix); their values still
     come from every batch, and each epoch starts afresh."""
-    cfg = make_cfg("trainer.limit_val_batches=3", "callbacks.reports.train_samples=0")
+    cfg = make_cfg("trainer.limit_val_batches=1.0", "callbacks.reports.train_samples=0")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg)
     first = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    batches = list(itertools.islice(datamodule.val_dataloader(), 3))
+    batches = list(datamodule.val_dataloader())
+    assert len({len(y) for _, y in batches}) > 1  # a short last batch: the loss mean must weight by size
     with torch.no_grad():
-        correct = sum((model.eval()(x).argmax(1) == y).sum().item() for x, y in batches)
-    assert first["val/acc"] == pytest.approx(correct / sum(len(y) for _, y in batches), abs=1e-6)
+        logits = [model.eval()(x) for x, _ in batches]
+        correct = sum((out.argmax(1) == y).sum().item() for out, (_, y) in zip(logits, batches, strict=True))
+        loss_sum = sum(model.loss_fn(out, y).item() * len(y) for out, (_, y) in zip(logits, batches, strict=True))
+    images = sum(len(y) for _, y in batches)
+    assert first["val/acc"] == pytest.approx(correct / images, abs=1e-6)
+    assert first["val/loss"] == pytest.approx(loss_sum / images, rel=1e-5)
     assert second == first
+
+
+def test_nonfinite_loss_stops_the_run_before_a_checkpoint_is_written(make_cfg):
+    """The NaN check stays on the device between reads (no GPU sync per step); it still names the
+    first bad step and fires before the epoch's checkpoint would store broken weights."""
+    cfg = make_cfg(
+        "test=false",
+        "callbacks.reports.train_samples=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=50",
+        "+trainer.val_check_interval=3",  # validate and checkpoint mid-epoch, right after the first NaN
+        "callbacks.model_checkpoint.monitor=null",  # save whatever the score: only the NaN check may stop it
+    )
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    forward, calls = model.loss_fn.forward, itertools.count()
+
+    def nan_from_the_third_batch(logits, target):
+        loss = forward(logits, target)
+        return loss * math.nan if model.training and next(calls) >= 2 else loss
+
+    model.loss_fn.forward = nan_from_the_third_batch
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 2 .*optimizer\.lr"):
+        build_trainer(cfg).fit(model, datamodule=datamodule)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))

@@ -102,6 +102,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.train_collate: BatchAugment | None = None
         self.device_augment: DeviceAugment | None = None  # set by train_dataloader with augment_on gpu
         self.datasets: dict[str, Dataset] = {}
+        self.train_transform: v2.Compose | None = None  # the CPU path's; train_dataloader restores it
         self.mean: list[float] = []
         self.std: list[float] = []
 
@@ -131,6 +132,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         for split, dataset in self.datasets.items():
             augment = self.augment if split == "train" else ()
             dataset.transform = build_transform(self.mean, self.std, augment, self._resize(dataset), self.crop_ratio)
+        self.train_transform = self.datasets["train"].transform
         if self.batch_augment:
             ops = [op if isinstance(op, nn.Module) else op(num_classes=self.num_classes) for op in self.batch_augment]
             self.train_collate = BatchAugment(ops)
@@ -202,7 +204,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             batch_op = self.train_collate.op if self.train_collate else None
             self.device_augment = DeviceAugment(self.augment, self.mean, self.std, batch_op)
             return self._loader("train", shuffle=True, sampler=sampler)
-        train.transform = build_transform(self.mean, self.std, self.augment, self._resize(train), self.crop_ratio)
+        train.transform = self.train_transform
         self.device_augment = None
         return self._loader("train", shuffle=True, sampler=sampler, collate_fn=self.train_collate)
 

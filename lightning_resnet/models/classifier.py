@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -99,7 +99,13 @@ class ResNetClassifier(pl.LightningModule):
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        # Batch-size-weighted mean loss per stage; nan_strategy="disable" lets a NaN show (and skips a
+        # per-batch `isnan().any()`, which would sync the GPU).
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
         self._metrics_logged: set[str] = set()  # stages whose Metric objects Lightning holds this epoch
+        self._first_nonfinite_step: torch.Tensor | None = None  # on the device; -1 while the loss is finite
         self.eval_transform: dict[str, Any] | None = None  # filled from the data module, saved in checkpoints
 
     @classmethod
@@ -148,15 +154,19 @@ class ResNetClassifier(pl.LightningModule):
         logits = self(x)
         loss = self.loss_fn(logits, y)
         target = y.argmax(dim=1) if y.ndim == 2 else y  # soft labels from MixUp/CutMix
-        metrics = getattr(self, f"{stage}_metrics")
+        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
         metrics.update(logits.detach(), target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        # One value per image gives the batch-size-weighted mean (MeanMetric drops `weight` when
+        # nan_strategy="disable", torchmetrics 1.9).
+        mean_loss.update(loss.detach().expand(len(x)))
         if stage not in self._metrics_logged:
-            # Handing the Metric objects to Lightning once per epoch is enough: it computes (synced) and
-            # resets them at the epoch's end, and they see every batch through `update` above. Logging
-            # them at every step costs ~5 ms of Lightning bookkeeping per step (each call moves each
-            # Metric to the device), 2-3 % of a small model's step on a CPU (benchmarks/overhead.py).
+            # Metric objects are handed to Lightning once per epoch: it computes (synced across
+            # devices) and resets them at the epoch's end, and they see every batch through `update`
+            # above. Calling `self.log` at every step instead costs 1-2 ms of Lightning bookkeeping per
+            # call (it moves each result to the device), 2-3 % of a small model's step on a CPU and
+            # more on a GPU (benchmarks/overhead.py).
             self._metrics_logged.add(stage)
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
             for name, metric in metrics.items():
                 self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name.endswith("/acc"))
         return {"loss": loss, "logits": logits.detach(), "target": target}
@@ -170,14 +180,33 @@ class ResNetClassifier(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._metrics_logged.discard("test")
 
+    def on_train_start(self) -> None:
+        self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=self.device)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")["loss"]
-        if not torch.isfinite(loss):
+        # A NaN/inf loss is recorded on the device: `if not torch.isfinite(loss)` here would wait for
+        # the GPU at every step. It is read every `log_every_n_steps`, at the epoch's end and before
+        # any checkpoint is written, so the run stops before it saves broken weights.
+        first = self._first_nonfinite_step
+        if first is not None:
+            first.copy_(torch.where((first < 0) & ~torch.isfinite(loss.detach()), self.global_step, first))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+            self.raise_if_loss_was_nonfinite()
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_loss_was_nonfinite()
+
+    def raise_if_loss_was_nonfinite(self) -> None:
+        step = -1 if self._first_nonfinite_step is None else int(self._first_nonfinite_step)
+        if step >= 0:
             raise FloatingPointError(
-                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                f"train/loss became NaN or infinite at step {step} (epoch {self.current_epoch}): "
                 "lower optimizer.lr, enable trainer.gradient_clip_val, or check the data"
             )
-        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "val")
@@ -223,6 +252,7 @@ class ResNetClassifier(pl.LightningModule):
             self.eval_transform = datamodule.eval_transform_spec()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_loss_was_nonfinite()
         checkpoint[CHECKPOINT_KEY] = {
             "version": __version__,
             "class_names": list(self.hparams.class_names or []),

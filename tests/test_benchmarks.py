@@ -1,0 +1,25 @@
+"""`make bench` is not in the suite (no timings here), but its sections must import and its
+statistics must be right: a broken section would only show after minutes of measuring."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from benchmarks.__main__ import SECTIONS
+from benchmarks.overhead import bootstrap_interval
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_section_imports_and_has_run(section):
+    assert callable(importlib.import_module(f"benchmarks.{section}").run)
+
+
+def test_bootstrap_interval_brackets_the_true_ratio():
+    rng = np.random.default_rng(1)
+    machine = rng.uniform(0.3, 0.5, size=300)  # per-step machine speed, shared by both sides of a pair
+    plain = machine * rng.normal(1.0, 0.05, size=300)
+    light = machine * 1.1 * rng.normal(1.0, 0.05, size=300)  # Lightning 10 % slower: ratio 1 / 1.1
+    low, high = bootstrap_interval(plain.tolist(), light.tolist())
+    assert low < 1 / 1.1 < high
+    assert high - low < 0.1
