@@ -107,7 +107,7 @@ def bootstrap_interval(plain: list[float], light: list[float], draws: int = 2000
     return float(low), float(high)
 
 
-def run(arch: str = "resnet18", batch_size: int = 64, steps: int = 60, warmup: int = 5, repeats: int = 3) -> list[Row]:
+def run(arch: str = "resnet18", batch_size: int = 64, steps: int = 100, warmup: int = 5, repeats: int = 3) -> list[Row]:
     dm = DigitsDataModule(image_size=32, batch_size=batch_size, num_workers=0)
     dm.setup("fit")
     loader = dm.train_dataloader()
