@@ -1,16 +1,12 @@
-"""Shared helpers: a result row type, the table printer, the results file, and a step timer."""
+"""Shared helpers: a result row type, the table printer, and the results file."""
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import platform
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -44,19 +40,3 @@ def write_results(rows: list[Row], header: str) -> Path:
     path = RESULTS_DIR / f"{machine_name()}-{dt.date.today().isoformat()}.md"
     path.write_text(f"{header}\n\n{format_table(rows)}\n")
     return path
-
-
-class StepTimer(pl.Callback):
-    """perf_counter at the end of every training batch."""
-
-    def __init__(self) -> None:
-        self.ends: list[float] = []
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.ends.append(time.perf_counter())
-
-
-def median_rate(ends: list[float], warmup: int, batch_size: int) -> float:
-    """Images/s at the median interval between step ends, after `warmup` steps (robust to load bursts)."""
-    intervals = [later - earlier for earlier, later in itertools.pairwise(ends[warmup:])]
-    return batch_size / statistics.median(intervals)

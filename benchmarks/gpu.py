@@ -9,7 +9,10 @@ says the section was skipped.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from benchmarks.common import Row, StepTimer, median_rate
+from benchmarks.common import Row
 from benchmarks.pipeline import write_jpegs
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.models import ResNetClassifier
@@ -37,6 +40,22 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "bf16-mixed + channels_last + compile": {"precision": "bf16-mixed", "channels_last": True, "compile": True},
 }
 BEST_EAGER = "bf16-mixed + channels_last"
+
+
+class StepTimer(pl.Callback):
+    """perf_counter at the end of every training batch."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def median_rate(ends: list[float], warmup: int, batch_size: int) -> float:
+    """Images/s at the median interval between step ends, after `warmup` steps (robust to load bursts)."""
+    intervals = [later - earlier for earlier, later in itertools.pairwise(ends[warmup:])]
+    return batch_size / statistics.median(intervals)
 
 
 def fit_rate(

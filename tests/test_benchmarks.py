@@ -23,3 +23,17 @@ def test_bootstrap_interval_brackets_the_true_ratio():
     low, high = bootstrap_interval(plain.tolist(), light.tolist())
     assert low < 1 / 1.1 < high
     assert high - low < 0.1
+
+
+@pytest.mark.slow
+def test_gpu_section_runs_every_setting_on_the_cpu_path():
+    """The GPU section only measures on CUDA, where device time is scarce: its code runs here first,
+    with a tiny model and `accelerator="cpu"`."""
+    from benchmarks import gpu
+
+    rows = gpu.run(steps=3, warmup=1, batch=4, size=32, arch="resnet18", jpegs=12, compile=False, accelerator="cpu")
+    rates = {row.name: row.value for row in rows if row.unit == "img/s" and not row.name.startswith("NVIDIA")}
+    eager = [name for name, setting in gpu.SETTINGS.items() if not setting.get("compile")]
+    assert {f"synthetic, {name}" for name in eager} <= set(rates)
+    assert sum(name.startswith("real JPEGs, cache=") for name in rates) == 2  # PIL path and pixel cache
+    assert all(isinstance(rate, float) and rate > 0 for rate in rates.values())
