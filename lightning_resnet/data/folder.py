@@ -23,9 +23,9 @@ from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.data.cache import ResultCache, fingerprint
 from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, load_rgb
 from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
-from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, channel_mean_std_rows, check_cache_options
+from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, check_cache_options
 from lightning_resnet.data.splits import stratified_split, train_val_split
-from lightning_resnet.data.transforms import resize_ops
+from lightning_resnet.data.transforms import resize_ops, streamed_channel_mean_std
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.system import available_cpus
 
@@ -292,30 +292,22 @@ class ImageFolderDataModule(ClassificationDataModule):
         if cached is not None:
             return cached["mean"], cached["std"]
         if isinstance(train, CachedImageDataset):  # the resized pixels are at hand: no decoding
-            mean, std = channel_mean_std_rows(train.pixels, train.rows)
-            self.results.put("normalize", key, {"mean": mean, "std": std})
-            return mean, std
-        transform = v2.Compose(
-            [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
-        )
-        loader = DataLoader(
-            ImageFileDataset(train.paths, train.labels, transform),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-        )
-        total = torch.zeros(3, dtype=torch.float64)
-        squares = torch.zeros(3, dtype=torch.float64)
-        count = 0
-        for images, _ in loader:
-            total += images.sum(dim=(0, 2, 3))
-            squares += images.square().sum(dim=(0, 2, 3))
-            count += images.numel() // 3
-        mean = total / count
-        std = (squares / count - mean.square()).clamp(min=0).sqrt()
-        stats = {"mean": mean.tolist(), "std": std.tolist()}
-        self.results.put("normalize", key, stats)
-        log.info("normalize=auto over %d training images: mean %s, std %s", len(train), stats["mean"], stats["std"])
-        return stats["mean"], stats["std"]
+            rows, chunk = train.rows, 256
+            batches = (train.pixels[torch.as_tensor(rows[i : i + chunk])] for i in range(0, len(rows), chunk))
+        else:
+            transform = v2.Compose(
+                [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
+            )
+            loader = DataLoader(
+                ImageFileDataset(train.paths, train.labels, transform),
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+            )
+            batches = (images for images, _ in loader)
+        mean, std = streamed_channel_mean_std(batches)
+        self.results.put("normalize", key, {"mean": mean, "std": std})
+        log.info("normalize=auto over %d training images: mean %s, std %s", len(train), mean, std)
+        return mean, std
 
     def predict_dataloader(self) -> DataLoader:
         """The unlabelled images of `predict_dir` (label -1), eval transform, in file-name order."""

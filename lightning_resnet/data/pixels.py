@@ -210,22 +210,6 @@ def _gb(shape: tuple[int, ...]) -> float:
     return float(np.prod(shape)) / 1e9
 
 
-def channel_mean_std_rows(pixels: Pixels, rows: Sequence[int], chunk: int = 256) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std in [0, 1] of the given rows, in chunks (the whole set may not fit as floats)."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    rows = list(rows)
-    for start in range(0, len(rows), chunk):
-        images = pixels[torch.as_tensor(rows[start : start + chunk])].to(torch.float64) / 255.0
-        total += images.sum(dim=(0, 2, 3))
-        squares += images.square().sum(dim=(0, 2, 3))
-        count += images.numel() // 3
-    mean = total / count
-    std = (squares / count - mean.square()).clamp(min=0).sqrt()
-    return mean.tolist(), std.tolist()
-
-
 class CachedImageDataset(Dataset):
     """(image, label) from cached pixels: `transform` gets a (3, H, W) uint8 tensor already at the training size.
 

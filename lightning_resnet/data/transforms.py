@@ -7,7 +7,7 @@ with `data.augment_on=gpu`, all of it runs on the device in `DeviceAugment`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -61,6 +61,22 @@ def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 or [0, 1] float images shaped (N, C, H, W)."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+
+def streamed_channel_mean_std(batches: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std in [0, 1] over batches of uint8 or [0, 1] float images
+    shaped (N, C, H, W), accumulated in float64: for sets that do not fit in memory as floats."""
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for batch in batches:
+        images = batch.to(torch.float64) / 255.0 if batch.dtype == torch.uint8 else batch.to(torch.float64)
+        total += images.sum(dim=(0, 2, 3))
+        squares += images.square().sum(dim=(0, 2, 3))
+        count += images.numel() // 3
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=0).sqrt()
+    return mean.tolist(), std.tolist()
 
 
 class DeviceAugment:
