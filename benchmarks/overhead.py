@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,7 +37,7 @@ def _model(arch: str) -> ResNetClassifier:
 class PlainLoop:
     """A hand-written training loop, one `step()` at a time: data, forward, loss, backward, optimizer step."""
 
-    def __init__(self, loader: DataLoader, arch: str, device: torch.device) -> None:
+    def __init__(self, loader: Iterable, arch: str, device: torch.device) -> None:
         self.loader, self.device = loader, device
         self.model = _model(arch).to(device).train()
         self.optimizer = self.model.optimizer_factory(self.model.parameters())

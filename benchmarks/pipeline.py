@@ -30,9 +30,9 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from benchmarks.common import Row
+from benchmarks.overhead import PlainLoop
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightning_resnet.models import ResNetClassifier
 from lightning_resnet.system import available_cpus
 
 CLASSES = ("a", "b")
@@ -119,18 +119,13 @@ def timm_loader(root: Path, workers: int, size: int, batch: int) -> Iterable | N
 def model_rate(size: int, batch: int, steps: int, arch: str = "resnet18") -> tuple[float, str]:
     """Training images/s of the model alone (synthetic batches already on the device): the loader's target."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = ResNetClassifier(arch=arch, num_classes=len(CLASSES)).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, len(CLASSES), (batch,), device=device)
+    plain = PlainLoop([(x, y)], arch, device)
     times = []
     for _ in range(steps + 1):  # the first is a warm-up
         started = time.perf_counter()
-        loss = model.loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()
+        plain.step()
         times.append(time.perf_counter() - started)
     return batch / statistics.median(times[1:]), f"{arch}, batch {batch}, {device.type}"
 
