@@ -11,9 +11,10 @@ import torch
 from sklearn.metrics import classification_report as sk_classification_report
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from torch.utils.data import DistributedSampler
 
 from lightning_resnet.reporting.classification_report import classification_report
-from lightning_resnet.reporting.collector import OutputCollector
+from lightning_resnet.reporting.collector import OutputCollector, merge_ranks
 from lightning_resnet.reporting.figures import best_epoch, curves_figure
 from tests.conftest import read_json
 
@@ -159,3 +160,33 @@ def test_collector_keeps_the_most_confident_mistakes_across_batches():
     assert collector.mistakes[0].image.dtype == torch.uint8 and collector.mistakes[0].image.shape == (3, 8, 8)
     logits, targets, features, thumbnails = collector.stacked()
     assert logits.shape == (8, 2) and features.shape == (8, 16) and thumbnails.shape == (8, 3, 32, 32)
+
+
+def test_ranks_shares_merge_back_into_test_order_without_the_samplers_padding():
+    n, world = 7, 3  # DistributedSampler deals 9 positions: the last two repeat samples 0 and 1
+    logits = torch.randn(n, 4)
+    targets = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    images = torch.rand(n, 3, 8, 8)
+    features = torch.arange(n, dtype=torch.float32).view(n, 1).expand(n, 5)
+    parts = []
+    for rank in range(world):
+        indices = list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+        part = OutputCollector(mean=[0.0] * 3, std=[1.0] * 3, num_mistakes=2)
+        for batch in (indices[:2], indices[2:]):  # two batches per rank, as a loader would give them
+            part.update(images[batch], logits[batch], targets[batch], features[batch])
+        parts.append(part)
+
+    merged = merge_ranks(parts, num_samples=n)
+    merged_logits, merged_targets, merged_features, thumbnails = merged.stacked()
+    assert merged.seen == n and torch.equal(merged_features[:, 0], torch.arange(n, dtype=torch.float32))
+    assert torch.equal(merged_logits, logits) and torch.equal(merged_targets, targets)
+    whole = OutputCollector(mean=[0.0] * 3, std=[1.0] * 3, num_mistakes=2)
+    whole.update(images, logits, targets, features)  # the same test set on one device
+    assert torch.equal(thumbnails, whole.stacked()[3])
+    assert [(m.index, m.confidence) for m in merged.mistakes] == [(m.index, m.confidence) for m in whole.mistakes]
+    assert all(torch.equal(m.image, w.image) for m, w in zip(merged.mistakes, whole.mistakes, strict=True))
+
+    unordered = merge_ranks(parts, num_samples=None)  # another sampler: every rank's samples, rank by rank
+    assert unordered.seen == 9 and sorted(m.index for m in unordered.mistakes) == sorted(
+        {m.index for m in unordered.mistakes}
+    )

@@ -17,7 +17,7 @@ from lightning_resnet import CONFIG_DIR, evaluate, export, predict
 from lightning_resnet.builders import build_datamodule
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
-from tests.conftest import compose_config
+from tests.conftest import compose_config, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,27 @@ def test_evaluate_reproduces_the_runs_test_figures_and_report(trained_digits_run
     assert read_csv(out / "classification_report.csv") == read_csv(run_dir / "classification_report.csv")
     for name in ("confusion_matrix.png", "curves.png", "embedding.png", "mistakes.png", "metrics.json"):
         assert (out / name).is_file(), name  # curves from the training run's history.json
+
+
+def test_evaluate_under_ddp_reports_the_whole_test_set_in_order(trained_digits_run, tmp_path):
+    ckpt, split = best_checkpoint(trained_digits_run), "data.fractions=[0.7,0.149,0.151]"  # 272 test images
+    single = evaluate.run(task_config("evaluate", tmp_path / "one", f"ckpt_path={ckpt}", split))
+    assert single["report"]["samples"] % 3 != 0  # so DistributedSampler pads, and the padding must go
+    result = cli(
+        "evaluate",
+        f"ckpt_path={ckpt}",
+        split,
+        "trainer=ddp_sim",
+        "trainer.devices=3",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_csv(tmp_path / "ddp" / "predictions.csv") == read_csv(tmp_path / "one" / "predictions.csv")
+    assert read_csv(tmp_path / "ddp" / "classification_report.csv") == read_csv(
+        tmp_path / "one" / "classification_report.csv"
+    )
+    ddp = read_json(tmp_path / "ddp" / "metrics.json")
+    assert ddp["report"]["silhouette"] == pytest.approx(single["report"]["silhouette"], abs=1e-5)
 
 
 def test_evaluate_rejects_data_with_other_classes(trained_digits_run, tmp_path, monkeypatch):

@@ -17,12 +17,13 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DistributedSampler
 from torch.utils.hooks import RemovableHandle
 from torchvision.utils import make_grid
 
 from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.reporting.collector import OutputCollector, denormalize
+from lightning_resnet.reporting.collector import OutputCollector, denormalize, merge_ranks
 from lightning_resnet.reporting.embedding import PROJECTIONS, subsample
 from lightning_resnet.reporting.report import write_report
 from lightning_resnet.reporting.tensorboard import (
@@ -119,10 +120,10 @@ class ReportWriter(pl.Callback):
             self._hook.remove()
             self._hook = None
         collector, self._collector = self._collector, None
+        if collector is not None and trainer.world_size > 1:
+            collector = _gather_on_rank_zero(collector, trainer)
         if collector is None or not trainer.is_global_zero:
             return
-        if trainer.world_size > 1:
-            log.warning("the report covers rank 0's share of the test set; evaluate on one device for all of it")
         checkpoint = trainer.checkpoint_callback
         monitor = getattr(checkpoint, "monitor", None) or "val/acc"
         mode = getattr(checkpoint, "mode", "max")
@@ -173,6 +174,22 @@ class ReportWriter(pl.Callback):
             results["silhouette"] = self.summary["silhouette"]
         log_hparams_with_results(logger, results, step)
         logger.experiment.flush()
+
+
+def _gather_on_rank_zero(collector: OutputCollector, trainer: pl.Trainer) -> OutputCollector | None:
+    """Every rank's share of the test set, merged on rank 0 in test order (None on the other ranks)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return collector
+    parts: list[OutputCollector] | None = [collector] * trainer.world_size if trainer.is_global_zero else None
+    torch.distributed.gather_object(collector, parts, dst=0)
+    if parts is None:
+        return None
+    loaders = trainer.test_dataloaders
+    sampler = getattr(loaders[0] if isinstance(loaders, (list, tuple)) else loaders, "sampler", None)
+    if isinstance(sampler, DistributedSampler) and not sampler.shuffle:
+        return merge_ranks(parts, num_samples=len(sampler.dataset))
+    log.warning("test sampler %s: the report has every rank's samples, not in test order", type(sampler).__name__)
+    return merge_ranks(parts, num_samples=None)
 
 
 def _normalization(pl_module: pl.LightningModule) -> tuple[list[float], list[float]]:

@@ -2,13 +2,15 @@
 
 Logits, targets and penultimate features are kept for every sample; images only as small uint8
 thumbnails (for TensorBoard's projector) and, at full size, for the `k` most confident mistakes seen
-so far, so memory stays bounded on large test sets.
+so far, so memory stays bounded on large test sets. Under DDP each rank collects its share and
+`merge_ranks` puts them back into one collector in test order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,3 +81,39 @@ class OutputCollector:
             torch.cat(self.features) if self.features else torch.empty(0, 0),
             torch.cat(self.thumbnails) if self.thumbnails else torch.empty(0, 3, 1, 1, dtype=torch.uint8),
         )
+
+
+def merge_ranks(parts: Sequence[OutputCollector], num_samples: int | None) -> OutputCollector:
+    """One collector in test order from each rank's, listed by rank.
+
+    `DistributedSampler(shuffle=False)`, which Lightning puts on test loaders, deals sample `k * W + r`
+    to rank `r` as its k-th, padding the end with repeats; positions from `num_samples` on are those
+    repeats and are dropped. With `num_samples=None` (another sampler) the ranks' samples are
+    concatenated in rank order.
+    """
+    merged = OutputCollector(parts[0].mean, parts[0].std, parts[0].num_mistakes, parts[0].thumbnail_size)
+    world, offsets = len(parts), [0]
+    for part in parts:
+        offsets.append(offsets[-1] + part.seen)
+    total = offsets[-1] if num_samples is None else num_samples
+
+    def position(local: Any, rank: int) -> Any:  # a rank's k-th sample -> its place in the test set
+        return local + offsets[rank] if num_samples is None else local * world + rank
+
+    positions = torch.cat([position(torch.arange(part.seen), rank) for rank, part in enumerate(parts)])
+    if not len(positions):
+        return merged
+    in_order, order = positions.sort()
+    keep = order[in_order < total]
+    columns = zip(*(part.stacked() for part in parts if part.seen), strict=True)
+    for name, column in zip(("logits", "targets", "features", "thumbnails"), columns, strict=True):
+        getattr(merged, name).append(torch.cat(column)[keep])
+    merged.seen = len(keep)
+    mistakes = [
+        Mistake(m.confidence, position(m.index, rank), m.target, m.predicted, m.image)
+        for rank, part in enumerate(parts)
+        for m in part.mistakes
+    ]
+    kept = (m for m in mistakes if m.index < total)
+    merged.mistakes = sorted(kept, key=lambda m: (-m.confidence, m.index))[: merged.num_mistakes]
+    return merged
