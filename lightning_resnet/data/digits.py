@@ -77,4 +77,4 @@ class DigitsDataModule(ClassificationDataModule):
         return {split: TensorImageDataset(images[idx], labels[idx]) for split, idx in parts.items()}
 
     def _train_mean_std(self) -> tuple[list[float], list[float]]:
-        return channel_mean_std(self.datasets["train"].images)
+        return channel_mean_std(self.datasets["train"].images.split(256))

@@ -25,7 +25,7 @@ from lightning_resnet.data.images import BadImagesError, find_bad_images, format
 from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
 from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, check_cache_options
 from lightning_resnet.data.splits import stratified_split, train_val_split
-from lightning_resnet.data.transforms import resize_ops, streamed_channel_mean_std
+from lightning_resnet.data.transforms import channel_mean_std, resize_ops
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.system import available_cpus
 
@@ -304,7 +304,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 num_workers=self.num_workers,
             )
             batches = (images for images, _ in loader)
-        mean, std = streamed_channel_mean_std(batches)
+        mean, std = channel_mean_std(batches)
         self.results.put("normalize", key, {"mean": mean, "std": std})
         log.info("normalize=auto over %d training images: mean %s, std %s", len(train), mean, std)
         return mean, std

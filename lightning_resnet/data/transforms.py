@@ -57,15 +57,9 @@ class BatchAugment:
         return self.op(*default_collate(samples))
 
 
-def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 or [0, 1] float images shaped (N, C, H, W)."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
-
-
-def streamed_channel_mean_std(batches: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
+def channel_mean_std(batches: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std in [0, 1] over batches of uint8 or [0, 1] float images
-    shaped (N, C, H, W), accumulated in float64: for sets that do not fit in memory as floats."""
+    shaped (N, C, H, W), accumulated in float64, so a set need never be in memory as floats at once."""
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
     count = 0
