@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
@@ -221,8 +222,18 @@ class ClassificationDataModule(pl.LightningDataModule):
             return batch
         return self.device_augment(images, batch[1])
 
+    def _eval_sampler(self, split: str) -> Sampler | None:
+        """Under DDP, each val/test image on exactly one process. Lightning's default sampler pads the
+        last round with repeats, which the synced metrics would count; without repeats the processes
+        may run one batch fewer, safe without gradients as long as each has a batch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size < 2 or len(self.datasets[split]) < trainer.world_size:
+            return None
+        world, rank = trainer.world_size, trainer.global_rank
+        return UnrepeatedDistributedSampler(self.datasets[split], num_replicas=world, rank=rank, shuffle=False)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", shuffle=False, sampler=self._eval_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", shuffle=False, sampler=self._eval_sampler("test"))

@@ -86,10 +86,9 @@ class OutputCollector:
 def merge_ranks(parts: Sequence[OutputCollector], num_samples: int | None) -> OutputCollector:
     """One collector in test order from each rank's, listed by rank.
 
-    `DistributedSampler(shuffle=False)`, which Lightning puts on test loaders, deals sample `k * W + r`
-    to rank `r` as its k-th, padding the end with repeats; positions from `num_samples` on are those
-    repeats and are dropped. With `num_samples=None` (another sampler) the ranks' samples are
-    concatenated in rank order.
+    A `DistributedSampler(shuffle=False)` deals sample `k * W + r` to rank `r` as its k-th. Lightning's
+    default one pads the end with repeats, at positions from `num_samples` on, which are dropped. With
+    `num_samples=None` (another sampler) the ranks' samples are concatenated in rank order.
     """
     merged = OutputCollector(parts[0].mean, parts[0].std, parts[0].num_mistakes, parts[0].thumbnail_size)
     world, offsets = len(parts), [0]
