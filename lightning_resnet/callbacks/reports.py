@@ -180,7 +180,7 @@ def _gather_on_rank_zero(collector: OutputCollector, trainer: pl.Trainer) -> Out
     """Every rank's share of the test set, merged on rank 0 in test order (None on the other ranks)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return collector
-    parts: list[OutputCollector] | None = [collector] * trainer.world_size if trainer.is_global_zero else None
+    parts: list[Any] | None = [None] * trainer.world_size if trainer.is_global_zero else None
     torch.distributed.gather_object(collector, parts, dst=0)
     if parts is None:
         return None

@@ -32,6 +32,11 @@ class Mistake:
     image: torch.Tensor  # (3, H, W) uint8
 
 
+def most_confident(mistakes: list[Mistake], k: int) -> list[Mistake]:
+    """The `k` most confident mistakes; ties go to the earlier sample."""
+    return sorted(mistakes, key=lambda m: (-m.confidence, m.index))[:k]
+
+
 @dataclass
 class OutputCollector:
     mean: Sequence[float]
@@ -70,8 +75,7 @@ class OutputCollector:
             self.mistakes.append(
                 Mistake(float(confidence[i]), self.seen + i, int(targets[i]), int(predicted[i]), display[i].clone())
             )
-        self.mistakes.sort(key=lambda m: (-m.confidence, m.index))
-        del self.mistakes[self.num_mistakes :]
+        self.mistakes = most_confident(self.mistakes, self.num_mistakes)
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, targets, features, thumbnails) of every sample, in test order."""
@@ -113,6 +117,5 @@ def merge_ranks(parts: Sequence[OutputCollector], num_samples: int | None) -> Ou
         for rank, part in enumerate(parts)
         for m in part.mistakes
     ]
-    kept = (m for m in mistakes if m.index < total)
-    merged.mistakes = sorted(kept, key=lambda m: (-m.confidence, m.index))[: merged.num_mistakes]
+    merged.mistakes = most_confident([m for m in mistakes if m.index < total], merged.num_mistakes)
     return merged
