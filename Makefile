@@ -6,7 +6,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev
 ARGS   ?=
 
-.PHONY: install train sweep reproduce test test-fast lint format tensorboard bench clean
+.PHONY: install train sweep reproduce test test-fast lint format tensorboard bench gpu-check clean
 
 install: $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
@@ -25,7 +25,7 @@ sweep:            ## a multirun; e.g. ARGS="model=resnet18,resnet34 optimizer=ad
 STUDY ?=
 DATA  ?=
 SINGLE_RUN_STUDIES := yoga_finetune
-reproduce:        ## a study of shared/studies.md: make reproduce STUDY=flatfoot_depth DATA=/path/to/flatfoot
+reproduce:        ## a study of docs/studies.md: make reproduce STUDY=flatfoot_depth DATA=/path/to/flatfoot
 	@test -n "$(STUDY)" -a -n "$(DATA)" || { echo "usage: make reproduce STUDY=<experiment> DATA=<dataset folder>"; \
 	  ls conf/experiment | sed 's/\.yaml$$//; s/^/  /'; exit 2; }
 	$(BIN)/python -m lightning_resnet $(if $(filter $(STUDY),$(SINGLE_RUN_STUDIES)),,-m) \
@@ -38,18 +38,21 @@ test-fast:        ## skip the end-to-end runs
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint:
-	$(BIN)/ruff check lightning_resnet tests benchmarks
-	$(BIN)/ruff format --check lightning_resnet tests benchmarks
+	$(BIN)/ruff check lightning_resnet hydra_plugins tests benchmarks
+	$(BIN)/ruff format --check lightning_resnet hydra_plugins tests benchmarks
 
 format:
-	$(BIN)/ruff check --fix lightning_resnet tests benchmarks
-	$(BIN)/ruff format lightning_resnet tests benchmarks
+	$(BIN)/ruff check --fix lightning_resnet hydra_plugins tests benchmarks
+	$(BIN)/ruff format lightning_resnet hydra_plugins tests benchmarks
 
 tensorboard:      ## dashboards of every run and sweep
 	$(BIN)/tensorboard --logdir . --host 127.0.0.1
 
 bench:            ## speed figures into benchmarks/results/ (see README, Speed); ARGS="--quick" for a smoke run
 	$(BIN)/python -m benchmarks $(ARGS)
+
+gpu-check:        ## GPU acceptance checks on a CUDA machine: benchmarks/results/<gpu>-<date>.md and a log
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache

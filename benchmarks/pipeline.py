@@ -33,7 +33,7 @@ from benchmarks.common import Row
 from benchmarks.overhead import PlainLoop
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightning_resnet.system import available_cpus
+from lightning_resnet.utils import available_cpus
 
 CLASSES = ("a", "b")
 

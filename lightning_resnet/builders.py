@@ -7,8 +7,10 @@ the data module's class count) and turning instantiation failures into messages 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -23,28 +25,53 @@ from lightning_resnet.models.pretrained import pretrained_preprocessing
 log = logging.getLogger(__name__)
 
 
+HYDRA_DIR = Path(hydra.__file__).resolve().parent
+
+
 def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
-    """`instantiate(node)`, re-raising a config error from inside as a `ConfigError` naming `key`."""
+    """`instantiate(node)`; what fails inside the object's own code is raised as it is (a `ConfigError`
+    naming its key, a missing-weights error, a bug), while Hydra's own failures (a target it cannot find,
+    arguments the target does not take) become a `ConfigError` naming `key`."""
     if not node:  # null or empty (e.g. scheduler=none): nothing to build
         return None
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, ConfigError | FileNotFoundError):
-            raise type(cause)(str(cause)) from err
+        if cause is not None and not _raised_by_hydra(cause):
+            raise cause from cause.__cause__  # keeps its own chain, drops Hydra's wrapper
         raise ConfigError(f"{key}: {err}") from err
 
 
+def _raised_by_hydra(error: BaseException) -> bool:
+    """True when the innermost frame of `error` is Hydra's (e.g. binding the arguments of the call)."""
+    tb = error.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(HYDRA_DIR)
+
+
 def pretrained_data_defaults(cfg: DictConfig) -> dict[str, Any]:
-    """`data.normalize` / `data.image_size` left at `weights` -> the pretrained weights' own values."""
+    """`data.normalize` / `data.image_size` left at `weights` -> the pretrained weights' own values.
+
+    `image_size: weights` also takes the weights' centre crop (`crop_ratio`, e.g. resize 256 then crop
+    224) unless `data.crop_ratio` is set.
+    """
     wanted = [key for key in ("normalize", "image_size") if cfg.data.get(key) == "weights"]
     if not wanted:
         return {}
     expected = pretrained_preprocessing(cfg.model.arch, cfg.model.get("weights"))
-    values = {"normalize": {"mean": expected["mean"], "std": expected["std"]}, "image_size": expected["image_size"]}
-    log.info("data: %s from model.weights=%s", {key: values[key] for key in wanted}, cfg.model.get("weights"))
-    return {key: values[key] for key in wanted}
+    values = {}
+    if "normalize" in wanted:
+        values["normalize"] = {"mean": expected["mean"], "std": expected["std"]}
+    if "image_size" in wanted:
+        values["image_size"] = expected["image_size"]
+        if cfg.data.get("crop_ratio") is None and expected["crop_ratio"] is not None:
+            values["crop_ratio"] = expected["crop_ratio"]
+    log.info("data: %s from model.weights=%s", values, cfg.model.get("weights"))
+    return values
 
 
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:

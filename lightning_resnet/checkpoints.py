@@ -16,7 +16,7 @@ import torch
 from lightning_resnet import __version__
 from lightning_resnet.errors import ConfigError
 
-CHECKPOINT_KEY = "lightning_resnet"  # extra checkpoint entry: package version, class names, eval transform
+CHECKPOINT_KEY = "lightning_resnet"  # extra checkpoint entry: package version, class names, preprocessing
 REQUIRED = ("state_dict", "hyper_parameters", CHECKPOINT_KEY)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,12 +30,30 @@ FAST = [
 ]
 
 
+def require_extra(module: str, extra: str) -> Any:
+    """Import an optional dependency, or skip with the command that installs it.
+
+    Under CI (`CI=true`), which installs every extra its tests need, a missing one fails instead, so a
+    green CI means these tests ran.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"needs {module} from the `{extra}` extra: pip install -e '.[{extra}]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI installs it: see .ci/run)")
+        pytest.skip(message, allow_module_level=True)
+
+
 def compose_config(
-    output_dir: Path, overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False
+    output_dir: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    return_hydra_config: bool = False,
+    config_name: str = "train",
 ) -> DictConfig:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(
-            "train",
+            config_name,
             overrides=[f"paths.output_dir={output_dir}", *overrides],
             return_hydra_config=return_hydra_config,
         )
@@ -57,7 +77,7 @@ def read_json(path: Path) -> dict:
 def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
     """One short digits run (2 epochs, 10 batches each), trained once and shared by the tests of the
     report, evaluate, predict, explain and export: (run directory, metrics.json content)."""
-    from lightning_resnet.train import run
+    from lightning_resnet.tasks.train import run
 
     out = tmp_path_factory.mktemp("digits_run")
     overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "optimizer.lr=0.002"]
@@ -70,7 +90,7 @@ def sweep_here(monkeypatch, tmp_path):
     cost), from `tmp_path`. Launchers that start processes (joblib, DDP children) need a real CLI run."""
 
     def _sweep(*overrides: str) -> None:
-        from lightning_resnet.train import main
+        from lightning_resnet.tasks.train import main
 
         monkeypatch.chdir(tmp_path)
         monkeypatch.setattr(sys, "argv", ["lightning_resnet", "-m", *overrides])

@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from torchvision.models.resnet import Bottleneck
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.info import describe
 from lightning_resnet.models.cost import count_macs, model_cost
-from lightning_resnet.train import run
+from lightning_resnet.tasks.info import describe
+from lightning_resnet.tasks.train import run
 
 # torchvision's model table, "GFLOPS" column (multiply-adds at 224 px), also `weights.meta["_ops"]`:
 # https://pytorch.org/vision/stable/models.html#table-of-all-available-classification-weights

@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.data.images import load_rgb
+from lightning_resnet.data.transforms import eval_transform
 from lightning_resnet.errors import ConfigError
 from tests.miniature import write_image
 
@@ -95,7 +96,7 @@ def test_class_missing_from_a_split_or_unexpected_classes(tmp_path):
 def test_carved_validation_split_is_never_augmented(tmp_path):
     write_classes(tmp_path / "train", {"a": 6, "b": 6})
     dm = make_dm(tmp_path, augment=[v2.RandomInvert(p=1.0)], normalize="none")
-    eval_tf = dm.eval_transform()
+    eval_tf = eval_transform(dm.preprocessing())
     for split, inverted in (("train", True), ("val", False), ("test", False)):
         image, _ = dm.datasets[split][0]
         plain = eval_tf(load_rgb(dm.datasets[split].paths[0]))
@@ -130,4 +131,5 @@ def test_crop_ratio_resizes_then_centre_crops(tmp_path):
     expected = v2.functional.center_crop(v2.functional.resize(v2.functional.to_image(source), 64), 32)
     assert image.shape == (3, 32, 32)
     assert torch.allclose(image, expected.float() / 255, atol=1e-6)
-    assert dm.eval_transform_spec()["crop_ratio"] == 0.5
+    assert dm.preprocessing()["crop_ratio"] == 0.5
+    assert torch.allclose(eval_transform(dm.preprocessing())(source), image, atol=1e-6)  # what prediction uses

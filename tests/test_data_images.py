@@ -9,8 +9,8 @@ from PIL import Image
 from lightning_resnet.builders import build_datamodule
 from lightning_resnet.data import ImageFolderDataModule
 from lightning_resnet.data.images import BadImagesError, load_rgb
-from lightning_resnet.prepare.__main__ import main as prepare_main
-from lightning_resnet.train import run
+from lightning_resnet.tasks.prepare import main as prepare_main
+from lightning_resnet.tasks.train import run
 from tests.miniature import write_image
 
 
@@ -63,6 +63,18 @@ def make_messy_folder(root: Path) -> dict[str, Path]:
 BAD = ("zero", "truncated", "text")
 
 
+def test_16_bit_images_keep_their_absolute_intensity(tmp_path):
+    scene = np.tile(np.linspace(0, 1, 16), (16, 1))  # one scene, scanned dark and bright
+    for name, scale in (("dark", 8000), ("bright", 60000)):
+        Image.fromarray((scene * scale).astype(np.uint16)).save(tmp_path / f"{name}.png")
+    Image.fromarray((scene * 0.5).astype(np.float32)).save(tmp_path / "float.tif")
+    dark, bright = (np.asarray(load_rgb(tmp_path / f"{n}.png"))[0, :, 0] for n in ("dark", "bright"))
+    assert dark.max() == round(8000 * 255 / 65535) and bright.max() == round(60000 * 255 / 65535)
+    assert np.asarray(load_rgb(tmp_path / "float.tif")).max() == 128  # float images: [0, 1] -> [0, 255]
+    stretched = [np.asarray(load_rgb(tmp_path / f"{n}.png", "per_image")) for n in ("dark", "bright")]
+    assert (stretched[0] == stretched[1]).all() and stretched[0].max() == 255  # the explicit windowing
+
+
 def test_odd_but_valid_images_load_as_rgb(tmp_path):
     files = make_messy_folder(tmp_path)
     images = {name: load_rgb(files[name]) for name in ("rgba", "gray", "cmyk", "deep", "rotated")}
@@ -72,7 +84,7 @@ def test_odd_but_valid_images_load_as_rgb(tmp_path):
     assert (np.asarray(images["gray"]) == 77).all()
     assert np.abs(np.asarray(images["cmyk"]).astype(int) - (255, 0, 0)).max() < 8
     deep = np.asarray(images["deep"])[0, :, 0]
-    assert deep[0] == 0 and deep[-1] == 255 and (np.diff(deep.astype(int)) >= 0).all()  # full 8-bit range
+    assert deep[0] == 4 and deep[-1] == 237 and (np.diff(deep.astype(int)) >= 0).all()  # v * 255 / 65535
     rotated = np.asarray(images["rotated"])
     assert rotated.shape == (40, 20, 3)  # portrait after applying EXIF orientation
     assert rotated[2, 10, 0] > 200 and rotated[-3, 10, 0] < 50  # the red half went to the top

@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule
 from lightning_resnet.data import ImageFolderDataModule
-from lightning_resnet.train import run
+from lightning_resnet.tasks.train import run
 from tests.miniature import write_image
 
 AUGMENTS = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lightning_resnet.train import run
+from lightning_resnet.tasks.train import run
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_resnet.data import DigitsDataModule
-from lightning_resnet.data.splits import stratified_split
+from lightning_resnet.data.splits import split_indices
 from lightning_resnet.errors import ConfigError
 
 
@@ -26,15 +26,21 @@ def test_split_sizes_classes_and_stratification():
 
 def test_splits_are_disjoint_and_reproducible():
     labels = [i % 4 for i in range(200)]
-    a = stratified_split(labels, [0.6, 0.2, 0.2], seed=3)
-    b = stratified_split(labels, [0.6, 0.2, 0.2], seed=3)
-    c = stratified_split(labels, [0.6, 0.2, 0.2], seed=4)
-    assert all((x == y).all() for x, y in zip(a, b, strict=True))
-    assert not (a[1] == c[1]).all()
-    merged = sorted(i for part in a for i in part.tolist())
+    a = split_indices(labels, 0.25, seed=3, test_fraction=0.2)
+    b = split_indices(labels, 0.25, seed=3, test_fraction=0.2)
+    c = split_indices(labels, 0.25, seed=4, test_fraction=0.2)
+    assert all((a[k] == b[k]).all() for k in a) and not (a["val"] == c["val"]).all()
+    assert {k: len(v) for k, v in a.items()} == {"train": 120, "val": 40, "test": 40}
+    merged = sorted(i for part in a.values() for i in part.tolist())
     assert merged == list(range(200))
-    with pytest.raises(ConfigError, match="sum to 1"):
-        stratified_split(labels, [0.5, 0.2], seed=0)
+    with pytest.raises(ConfigError, match="sum(ming)? to 1"):
+        DigitsDataModule(fractions=[0.5, 0.2, 0.2])
+
+
+def test_a_class_too_small_to_split_is_named():
+    labels = [0] * 20 + [1] * 20 + [2]
+    with pytest.raises(ConfigError, match=r"smallest classes \(tiny: 1"):
+        split_indices(labels, 0.2, seed=0, class_names=["cat", "dog", "tiny"])
 
 
 def test_batch_shape_dtype_and_normalization():
@@ -44,7 +50,7 @@ def test_batch_shape_dtype_and_normalization():
     all_train = torch.cat([b[0] for b in dm.train_dataloader()])
     assert all_train.mean(dim=(0, 2, 3)).abs().max() < 1e-3  # normalize=auto: zero mean, unit std
     assert (all_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
-    raw = dm.datasets["train"].images
+    raw = dm.datasets["train"].images()
     assert raw.dtype == torch.uint8 and raw.max() > 200  # real strokes, full range after upsampling
 
 
@@ -52,19 +58,18 @@ def test_imagenet_and_explicit_normalization():
     assert _dm(normalize="imagenet").mean == pytest.approx([0.485, 0.456, 0.406])
     dm = _dm(normalize={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
     x, _ = dm.datasets["val"][0]
-    raw = dm.datasets["val"].images[0].float() / 255
+    raw = dm.datasets["val"].images(0, 1)[0].float() / 255
     assert torch.allclose(x, (raw - 0.5) / 0.25, atol=1e-5)
-    assert dm.eval_transform_spec() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert dm.preprocessing() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
 
 
 def test_k_fold_validation_parts_are_disjoint_and_cover_the_pool():
     folds = [_dm(num_folds=3, fold=k) for k in range(3)]
-    tests = {tuple(dm.datasets["test"].labels.tolist()) for dm in folds}
+    tests = {tuple(dm.datasets["test"].rows.tolist()) for dm in folds}
     assert len(tests) == 1  # the test split is held out, identical for every fold
-    val_images = [dm.datasets["val"].images.flatten(1) for dm in folds]
-    pool = torch.cat([folds[0].datasets["train"].images, folds[0].datasets["val"].images]).flatten(1)
-    assert sum(len(v) for v in val_images) == len(pool)
-    seen = torch.cat(val_images)
-    assert torch.unique(seen, dim=0).shape[0] == torch.unique(pool, dim=0).shape[0]
+    val_rows = [set(dm.datasets["val"].rows.tolist()) for dm in folds]
+    pool = set(folds[0].datasets["train"].rows.tolist()) | val_rows[0]
+    assert sum(len(v) for v in val_rows) == len(pool) == 1797 - len(folds[0].datasets["test"])
+    assert set().union(*val_rows) == pool  # disjoint folds that cover train + val
     with pytest.raises(ConfigError, match="data.num_folds"):
         _dm(num_folds=3, fold=3)

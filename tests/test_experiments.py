@@ -173,7 +173,7 @@ def _check_run_reports(run_dir, classes) -> None:
 
 @pytest.mark.slow
 def test_single_run_experiment_with_debug_fast(tmp_path, miniatures):
-    from lightning_resnet.train import run
+    from lightning_resnet.tasks.train import run
 
     root = miniatures["yoga"]
     cfg = compose_config(tmp_path, ["experiment=yoga_finetune", "debug=fast", f"data.root={root}", *TINY])
@@ -205,7 +205,8 @@ def test_experiment_sweep_with_debug_fast_writes_the_study_table(tmp_path, minia
 
 @pytest.mark.slow
 def test_yoga_reports_both_phases_and_a_kaggle_submission(tmp_path, miniatures):
-    from lightning_resnet.train import run
+    from lightning_resnet.tasks import predict
+    from lightning_resnet.tasks.train import run
 
     overrides = ["experiment=yoga_finetune", "debug=limit", "finetune.unfreeze_at_epoch=1"]
     cfg = compose_config(tmp_path, [*overrides, f"data.root={miniatures['yoga']}", *TINY])
@@ -217,3 +218,15 @@ def test_yoga_reports_both_phases_and_a_kaggle_submission(tmp_path, miniatures):
     lines = (tmp_path / "kaggle_submission.csv").read_text().splitlines()
     assert lines[0] == "id,label" and len(lines) == 1 + 3  # the miniature's 3 unlabelled test images
     assert all(line.split(",")[1] in cfg.data.classes for line in lines[1:])
+    # one prediction path: the predict task on the tested checkpoint writes the same file
+    predict_cfg = compose_config(
+        tmp_path / "predict",
+        [
+            f"ckpt_path={metrics['best_checkpoint']}",
+            f"input={cfg.data.root}/{cfg.data.predict_dir}",
+            "format=kaggle",
+        ],
+        config_name="predict",
+    )
+    predict.run(predict_cfg)
+    assert (tmp_path / "predict" / "predictions.csv").read_text().splitlines() == lines

@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 
-from lightning_resnet.explain import gradcam, last_conv_stage
 from lightning_resnet.models.classifier import ResNetClassifier
+from lightning_resnet.tasks.explain import gradcam, last_conv_stage
+from tests.conftest import require_extra
 
-pytest.importorskip("captum")
+require_extra("captum", "explain")
 
 SIZE, PATCH = 64, 16
 CORNERS = {"top-left": (0, 0), "bottom-right": (SIZE - PATCH, SIZE - PATCH)}

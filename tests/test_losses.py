@@ -1,8 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.losses import CrossEntropyLoss, FocalLoss, balanced_class_weights
@@ -25,16 +27,18 @@ def test_focal_with_gamma_zero_equals_cross_entropy():
     assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(F.cross_entropy(logits, target).item())
 
 
-def test_focal_alpha_scalar_and_per_class():
-    torch.manual_seed(1)
-    logits, target = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    base = FocalLoss(gamma=2.0)(logits, target)
-    assert FocalLoss(gamma=2.0, alpha=0.25)(logits, target).item() == pytest.approx(0.25 * base.item())
-    alpha = torch.tensor([0.2, 0.3, 0.5])
-    per_sample = FocalLoss(gamma=2.0)  # recompute per sample to weight by alpha[target]
-    manual = torch.stack([per_sample(logits[i : i + 1], target[i : i + 1]) for i in range(8)])
-    weighted = (alpha[target] * manual).mean()
-    assert FocalLoss(gamma=2.0, alpha=alpha.tolist())(logits, target).item() == pytest.approx(weighted.item())
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+@pytest.mark.parametrize("alpha", [0.25, [0.2, 0.3, 0.5]], ids=["scalar", "per_class"])
+def test_focal_alpha_matches_closed_form(gamma, alpha):
+    logits = [[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-0.3, 1.2, 0.4]]
+    target = [0, 2, 1]
+    expected = 0.0
+    for row, t in zip(logits, target, strict=True):  # -alpha_t (1 - p_t)^gamma log p_t, by hand
+        p_t = math.exp(row[t]) / sum(math.exp(v) for v in row)
+        alpha_t = alpha if isinstance(alpha, float) else alpha[t]
+        expected += -alpha_t * (1 - p_t) ** gamma * math.log(p_t) / len(target)
+    loss = FocalLoss(gamma=gamma, alpha=alpha)(torch.tensor(logits), torch.tensor(target))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_focal_down_weights_easy_examples():
@@ -69,8 +73,19 @@ def test_balanced_class_weights_follow_sklearn_formula():
     logits, target = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
     expected = F.cross_entropy(logits, target, weight=torch.tensor(weights, dtype=torch.float32))
     assert CrossEntropyLoss(class_weights=weights)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
-    with pytest.raises(ConfigError, match="no training samples"):
+    with pytest.raises(ConfigError, match=r"classes \[1\] have no training samples"):
         balanced_class_weights([3, 0])
+
+
+def test_balanced_class_weights_equal_sklearn_on_the_matching_labels():
+    counts = [10, 30, 60]
+    labels = np.repeat([0, 1, 2], counts)
+    sklearn_weights = compute_class_weight("balanced", classes=np.array([0, 1, 2]), y=labels)
+    closed_form = [sum(counts) / (len(counts) * c) for c in counts]
+    weights = balanced_class_weights(counts)
+    assert all(isinstance(w, float) for w in weights)
+    assert weights == pytest.approx(sklearn_weights.tolist(), rel=1e-12)
+    assert weights == pytest.approx(closed_form, rel=1e-12)
 
 
 def test_class_weights_are_not_saved_in_checkpoints():

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.prepare.openimages import (
+from lightning_resnet.tasks.prepare.openimages import (
     DEFAULT_GROUPS,
     main,
     prepare_openimages,

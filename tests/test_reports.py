@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -13,9 +14,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.data import DistributedSampler
 
-from lightning_resnet.reporting.classification_report import classification_report
+from lightning_resnet.reporting.classification_report import (
+    classification_report,
+    confusion_matrix,
+    write_report_csv,
+    write_report_markdown,
+)
 from lightning_resnet.reporting.collector import OutputCollector, merge_ranks
-from lightning_resnet.reporting.figures import best_epoch, curves_figure
+from lightning_resnet.reporting.figures import confusion_matrix_figure, curves_figure
+from lightning_resnet.reporting.history import best_epoch, best_value
 from tests.conftest import read_json
 
 REPORT_FILES = (
@@ -112,6 +119,92 @@ def test_classification_report_matches_scikit_learn_with_absent_classes():
     assert_matches_sklearn(rows, targets.tolist(), preds.tolist(), names)
 
 
+# 10 samples, 4 classes: "fox" is never predicted (zero_division), "owl" is predicted once but has no support.
+SMALL_TARGETS = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+SMALL_PREDS = [0, 0, 1, 3, 1, 1, 0, 0, 1, 1]
+SMALL_NAMES = ["cat", "dog", "fox", "owl"]
+# Written by the torchmetrics implementation this module replaced: the files must not change.
+SMALL_CSV = """class,precision,recall,f1,support
+cat,0.500000,0.500000,0.500000,4
+dog,0.400000,0.666667,0.500000,3
+fox,0.000000,0.000000,0.000000,3
+owl,0.000000,0.000000,0.000000,0
+accuracy,0.400000,0.400000,0.400000,10
+macro avg,0.225000,0.291667,0.250000,10
+weighted avg,0.320000,0.400000,0.350000,10
+"""
+SMALL_MARKDOWN = """| class | precision | recall | f1 | support |
+|---|---:|---:|---:|---:|
+| cat | 0.5000 | 0.5000 | 0.5000 | 4 |
+| dog | 0.4000 | 0.6667 | 0.5000 | 3 |
+| fox | 0.0000 | 0.0000 | 0.0000 | 3 |
+| owl | 0.0000 | 0.0000 | 0.0000 | 0 |
+| accuracy |  |  | 0.4000 | 10 |
+| macro avg | 0.2250 | 0.2917 | 0.2500 | 10 |
+| weighted avg | 0.3200 | 0.4000 | 0.3500 | 10 |
+"""
+
+
+def test_classification_report_is_sklearns_and_its_files_are_unchanged(tmp_path):
+    preds, targets = torch.tensor(SMALL_PREDS), torch.tensor(SMALL_TARGETS)
+    report = classification_report(preds, targets, SMALL_NAMES)
+    assert list(report) == [*SMALL_NAMES, "accuracy", "macro avg", "weighted avg"]
+    assert all(list(row) == ["precision", "recall", "f1", "support"] for row in report.values())
+    assert all(type(row["support"]) is int and type(row["f1"]) is float for row in report.values())
+    expected = sk_classification_report(
+        SMALL_TARGETS, SMALL_PREDS, labels=range(4), target_names=SMALL_NAMES, output_dict=True, zero_division=0
+    )
+    for name in [*SMALL_NAMES, "macro avg", "weighted avg"]:
+        theirs = expected[name]
+        assert report[name] == {
+            "precision": theirs["precision"],
+            "recall": theirs["recall"],
+            "f1": theirs["f1-score"],
+            "support": theirs["support"],
+        }, name
+    assert expected["accuracy"] == 0.4  # a bare float in scikit-learn, a row of its own here
+    assert report["accuracy"] == {"precision": 0.4, "recall": 0.4, "f1": 0.4, "support": 10}
+    assert report["fox"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 3}  # never predicted
+    assert report["owl"]["support"] == 0 and report["owl"]["precision"] == 0.0  # no support, one wrong prediction
+
+    write_report_csv(report, tmp_path / "report.csv")
+    write_report_markdown(report, tmp_path / "report.md")
+    assert (tmp_path / "report.csv").read_bytes() == SMALL_CSV.replace("\n", "\r\n").encode()  # csv.writer's \r\n
+    assert (tmp_path / "report.md").read_bytes() == SMALL_MARKDOWN.encode()
+
+    counts = confusion_matrix(preds, targets, 4)
+    assert isinstance(counts, torch.Tensor)  # report.py calls .numpy() on it
+    assert counts.tolist() == [[2, 1, 0, 1], [1, 2, 0, 0], [1, 2, 0, 0], [0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("names", "annotated", "slanted"),
+    [(["cat", "dog", "fox", "owl"], True, False), ([f"class_{i}" for i in range(31)], False, True)],
+)
+def test_confusion_matrix_figure_labels_both_axes_and_annotates_small_matrices(names, annotated, slanted):
+    n = len(names)
+    counts = np.arange(n * n).reshape(n, n)
+    counts[-1] = 0  # a class with no samples: its normalised row is 0, not NaN
+    fig = confusion_matrix_figure(counts, names)
+    side = min(max(4.0, 0.45 * n + 2.0), 14.0)
+    assert tuple(fig.get_size_inches()) == pytest.approx((2 * side + 1.5, side))
+    panels = [ax for ax in fig.axes if ax.get_title()]  # the other two axes are colorbars
+    assert [ax.get_title() for ax in panels] == ["counts", "normalised by true class"]
+    for ax, image in zip(panels, (counts, None), strict=True):
+        assert [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+        assert {t.get_rotation() for t in ax.get_xticklabels()} == {45.0 if slanted else 0.0}
+        cells = [t.get_text() for t in ax.texts]
+        assert len(cells) == (n * n if annotated else 0)
+        if image is not None:
+            assert np.array_equal(ax.images[0].get_array(), counts)
+    if annotated:
+        assert panels[0].texts[1].get_text() == "1"  # counts as integers
+        assert panels[1].texts[n + 1].get_text() == format(counts[1, 1] / counts[1].sum(), ".2f")
+        assert panels[1].texts[-1].get_text() == "0.00"
+    plt.close(fig)
+
+
 def assert_matches_sklearn(rows: list[dict], y_true: list[int], y_pred: list[int], names: list[str]) -> None:
     expected = sk_classification_report(
         y_true, y_pred, labels=list(range(len(names))), target_names=names, output_dict=True, zero_division=0
@@ -135,7 +228,9 @@ def test_curves_mark_the_best_epoch_of_the_monitored_metric():
     ]
     assert best_epoch(history, "val/acc", "max") == 1
     assert best_epoch(history, "train/loss", "min") == 2
-    assert best_epoch(history, "test/acc") is None
+    assert best_epoch(history, "test/acc", "max") is None
+    assert best_value(history, "val/loss") == 0.7 and best_value(history, "val/acc") == 0.8  # mode by name
+    assert best_epoch([{"epoch": 0, "val/acc": 0.5}, {"epoch": 1, "val/acc": 0.5}], "val/acc", "max") == 0  # first tie
     fig = curves_figure(history, "val/acc", "max")
     for ax in fig.axes:
         marker = [line for line in ax.get_lines() if line.get_label().startswith("best epoch")]

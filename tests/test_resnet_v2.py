@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_resnet.convert import main as convert_main
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models import ResNetClassifier
 from lightning_resnet.models.resnet_v2 import RESNET_V2S, PreActBottleneck
+from lightning_resnet.tasks.convert import main as convert_main
+from tests.conftest import require_extra
 
 # Keras' torch backend converts tensors with np.array(x) and numpy 2 warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -51,7 +52,7 @@ def test_stages_downsample_in_their_last_block_like_keras():
 @pytest.fixture(scope="module")
 def keras():
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras", reason="the Keras equivalence test needs the `keras` extra")
+    keras = require_extra("keras", "keras")
     if keras.backend.backend() != "torch":
         pytest.skip("Keras was imported with another backend than torch")
     return keras
@@ -126,7 +127,7 @@ def test_converted_notop_file_loads_as_model_weights(keras, tmp_path):
 
 
 def test_converter_rejects_what_is_not_a_keras_resnetv2(tmp_path):
-    h5py = pytest.importorskip("h5py")
+    h5py = require_extra("h5py", "keras")
     with pytest.raises(ConfigError, match="no such Keras weights file"):
         convert_main(["keras-resnetv2", str(tmp_path / "missing.h5"), str(tmp_path / "out.pt")])
     path = tmp_path / "other.h5"

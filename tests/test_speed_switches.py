@@ -91,27 +91,6 @@ def test_batch_size_finder_sets_the_data_module_batch_size(make_cfg):
     assert math.isfinite(train_loss(trainer))
 
 
-def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
-    """The Metric objects are handed to Lightning once per epoch (overhead fix); their values still
-    come from every batch, and each epoch starts afresh."""
-    cfg = make_cfg("trainer.limit_val_batches=1.0", "callbacks.reports.train_samples=0")
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule)
-    trainer = build_trainer(cfg)
-    first = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    batches = list(datamodule.val_dataloader())
-    assert len({len(y) for _, y in batches}) > 1  # a short last batch: the loss mean must weight by size
-    with torch.no_grad():
-        logits = [model.eval()(x) for x, _ in batches]
-        correct = sum((out.argmax(1) == y).sum().item() for out, (_, y) in zip(logits, batches, strict=True))
-        loss_sum = sum(model.loss_fn(out, y).item() * len(y) for out, (_, y) in zip(logits, batches, strict=True))
-    images = sum(len(y) for _, y in batches)
-    assert first["val/acc"] == pytest.approx(correct / images, abs=1e-6)
-    assert first["val/loss"] == pytest.approx(loss_sum / images, rel=1e-5)
-    assert second == first
-
-
 def test_nonfinite_loss_stops_the_run_before_a_checkpoint_is_written(make_cfg):
     """The NaN check stays on the device between reads (no GPU sync per step); it still names the
     first bad step and fires before the epoch's checkpoint would store broken weights."""

@@ -23,8 +23,8 @@ from lightning_resnet.builders import build_datamodule
 from lightning_resnet.sweeps import layout, plugins
 from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
 from lightning_resnet.sweeps.summary import write_summary
-from lightning_resnet.train import cli
-from tests.conftest import compose_config, read_json
+from lightning_resnet.tasks.train import cli
+from tests.conftest import compose_config, read_json, require_extra
 from tests.miniature import write_image
 
 # One tiny epoch per job: 32 px digits, 2 train batches, 1 val and 1 test batch.
@@ -125,6 +125,8 @@ def test_device_slot_errors_and_cpu_shares(tmp_path):
 
 # -- configs and plugins ---------------------------------------------------------------------------
 def test_launcher_and_search_configs_compose(tmp_path):
+    for plugin in ("hydra_joblib_launcher", "hydra_submitit_launcher", "hydra_optuna_sweeper"):
+        require_extra(f"hydra_plugins.{plugin}", "sweeps")  # their configs compose only when installed
     gpus = compose_config(tmp_path, ["launcher=gpus"], return_hydra_config=True)
     assert "joblib" in gpus.hydra.launcher._target_.lower() and gpus.claim_device is True
     slurm = compose_config(tmp_path, ["launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
@@ -147,10 +149,13 @@ def test_a_missing_plugin_is_named_with_its_extra(monkeypatch):
 
 
 # -- the report, from hand-made job folders --------------------------------------------------------
-def _fake_job(sweep: Path, name: str, overrides: list[str], val: float | None, status: str = "ok") -> None:
+def _fake_job(
+    sweep: Path, name: str, overrides: list[str], val: float | None, status: str = "ok", monitor=("val/acc", "max")
+) -> None:
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"monitor": monitor[0], "monitor_mode": monitor[1]}))
     if status == "unfinished":
         return
     (job / "status.json").write_text(json.dumps({"status": status, "error": "ValueError: bad lr"}))
@@ -193,8 +198,20 @@ def test_report_sorts_jobs_groups_repeats_and_lists_failures(tmp_path):
     assert (tmp_path / "summary.png").stat().st_size > 10_000
 
 
+def test_report_ranks_by_the_configured_monitor(tmp_path):
+    for name, loss in (("model=a", 0.3), ("model=b", 0.1), ("model=c", 0.2)):
+        _fake_job(tmp_path, name, [name], 0.5, monitor=("val/loss", "min"))
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**metrics, "best_score": loss}))
+        (tmp_path / name / "history.json").write_text(json.dumps([{"epoch": 0, "val/loss": loss}]))
+    rows = write_summary(tmp_path)
+    assert [r.job for r in rows] == ["model=b", "model=c", "model=a"]  # lowest loss first
+    assert rows[0].curve == [0.1]  # the curves follow the monitored metric
+    assert "Sorted by `val/loss` (min)" in (tmp_path / "summary.md").read_text()
+
+
 def test_report_cli_on_a_folder_without_jobs(tmp_path):
-    from lightning_resnet.report import main
+    from lightning_resnet.tasks.summarize import main
 
     assert main([str(tmp_path)]) == 2
 
@@ -214,9 +231,7 @@ def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path, sweep_here)
         assert row["status"] == "ok" and int(row["epochs"]) == metrics["epochs_run"] == 1
         assert close(row["best_val_acc"], metrics["best"]["val/acc"]) and close(row["score"], metrics["best_score"])
         assert close(row["test_acc"], metrics["test"]["test/acc"]) and close(row["test_f1"], metrics["test"]["test/f1"])
-        assert (
-            close(row["gflops"], metrics["model"]["gmacs"]) and int(row["params"]) == metrics["model"]["params_total"]
-        )
+        assert close(row["gmacs"], metrics["model"]["gmacs"]) and int(row["params"]) == metrics["model"]["params_total"]
         assert close(row["silhouette"], metrics["report"]["silhouette"])
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
     scores = [float(row["score"]) for row in rows.values()]
@@ -274,9 +289,14 @@ def test_killed_run_continues_from_its_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_sim_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path):
+@pytest.mark.parametrize(
+    "ddp",
+    [["trainer=ddp_sim"], ["trainer.accelerator=cpu", "trainer.devices=2"]],  # the second: Lightning picks DDP
+    ids=["ddp_sim", "devices=2"],
+)
+def test_ddp_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path, ddp):
     sweep = tmp_path / "sweep"
-    run_cli(tmp_path, "trainer=ddp_sim", "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    run_cli(tmp_path, *ddp, "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["optimizer=adam", "optimizer=sgd"]  # the children did not re-run the sweep
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
@@ -288,7 +308,7 @@ def test_ddp_sim_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path)
 
 @pytest.mark.slow
 def test_gpus_launcher_on_cpu_runs_jobs_in_parallel_processes_with_their_own_slots(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    require_extra("hydra_plugins.hydra_joblib_launcher", "sweeps")
     sweep = tmp_path / "sweep"
     run_cli(tmp_path, "launcher=gpus", "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
     status = [read_json(sweep / job / "status.json") for job in ("optimizer=adam", "optimizer=sgd")]
@@ -302,7 +322,7 @@ def test_gpus_launcher_on_cpu_runs_jobs_in_parallel_processes_with_their_own_slo
 
 @pytest.mark.slow
 def test_three_trial_optuna_search_reports_its_best_trial(tmp_path, sweep_here):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    require_extra("hydra_plugins.hydra_optuna_sweeper", "sweeps")
     sweep = tmp_path / "sweep"
     sweep_here(
         "hparams_search=optuna",
@@ -344,3 +364,82 @@ def test_three_fold_sweep_uses_disjoint_folds_and_reports_mean_and_std(tmp_path,
     assert group["best_val_acc_n"] == "3"
     assert close(group["best_val_acc_mean"], float(np.mean(values)))
     assert close(group["best_val_acc_std"], float(np.std(values, ddof=1)))
+
+
+@pytest.mark.slow
+def test_optuna_search_with_fast_dev_run_scores_every_trial(tmp_path, sweep_here):
+    """lightning-hydra-template's smoke test: `fast_dev_run` saves no scored checkpoint, so each trial
+    reports the last logged `monitor` value (it returned None, which Optuna cannot rank)."""
+    require_extra("hydra_plugins.hydra_optuna_sweeper", "sweeps")
+    sweep = tmp_path / "sweep"
+    sweep_here(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "~hydra.sweeper.params.model",  # resnet18 only: quick
+        "++trainer.fast_dev_run=true",
+        "data.image_size=32",
+        "callbacks.progress_bar.refresh_rate=0",
+        "trainer.enable_model_summary=false",
+        *NO_REPORTS,
+        f"hydra.sweep.dir={sweep}",
+    )
+    jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    assert len(jobs) == 3
+    for job in jobs:
+        status = read_json(job / "status.json")
+        assert status["status"] == "ok" and math.isfinite(status["best_score"]), job.name
+    assert math.isfinite(yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"])
+
+
+@pytest.mark.slow
+def test_optuna_search_goes_on_after_a_failed_trial(tmp_path, sweep_here):
+    """A failed trial (its job returns NaN) is recorded as failed; it used to end the whole search."""
+    require_extra("hydra_plugins.hydra_optuna_sweeper", "sweeps")
+    sweep = tmp_path / "sweep"
+    # seed 42: trial 0 draws lr 0.001, trial 1 lr -1.0 (checked below, so a changed draw shows up)
+    sweep_here(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.params=null",
+        "optimizer.lr=-1.0,0.001",
+        *QUICK,
+        *NO_REPORTS,
+        f"hydra.sweep.dir={sweep}",
+    )
+    rows = summary_rows(sweep)
+    assert rows["optimizer.lr=-1.0"]["status"] == "failed" and rows["optimizer.lr=0.001"]["status"] == "ok"
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optimizer.lr": 0.001}
+    assert close(rows["optimizer.lr=0.001"]["score"], best["best_value"])
+
+
+@pytest.mark.slow
+def test_optuna_search_whose_trials_all_fail_ends_with_one_clear_line_and_its_report(tmp_path):
+    """The sweeper's "No trials are completed yet." traceback, with no report, used to end such a search."""
+    require_extra("hydra_plugins.hydra_optuna_sweeper", "sweeps")
+    sweep = tmp_path / "sweep"
+    overrides = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "~hydra.sweeper.params.model",  # resnet18 only: quick
+        "optimizer.lr=-1",  # every trial fails
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "data.image_size=32",
+        "callbacks.progress_bar.refresh_rate=0",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    command = [sys.executable, "-m", "lightning_resnet", "-m", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert last_line == (
+        "hparams_search=optuna: all 2 trials failed (first: ValueError: Invalid learning rate: -1); "
+        f"the reasons are in {sweep / 'summary.md'}"
+    )
+    assert "Traceback" not in result.stderr and "No trials are completed" not in result.stderr
+    rows = summary_rows(sweep)
+    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows.values())
+    markdown = (sweep / "summary.md").read_text()
+    assert all(f"| {job} | failed: ValueError: Invalid learning rate: -1 |" in markdown for job in rows)

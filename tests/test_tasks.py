@@ -13,11 +13,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from lightning_resnet import CONFIG_DIR, evaluate, export, predict
+from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule
+from lightning_resnet.data.transforms import eval_transform
 from lightning_resnet.errors import ConfigError
+from lightning_resnet.inference.predictor import predict_images
 from lightning_resnet.models.classifier import ResNetClassifier
-from tests.conftest import compose_config, read_json
+from lightning_resnet.tasks import evaluate, export, predict
+from tests.conftest import compose_config, read_json, require_extra
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +45,7 @@ def test_images(trained_digits_run, tmp_path_factory) -> Path:
     out, _ = trained_digits_run
     datamodule = build_datamodule(compose_config(out / "unused", ["data.image_size=32"]))
     folder = tmp_path_factory.mktemp("test_images")
-    for i, image in enumerate(datamodule.datasets["test"].images):
+    for i, image in enumerate(datamodule.datasets["test"].images()):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
     (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (folder / "notes.txt").write_text("not an image")
@@ -79,8 +82,13 @@ def test_evaluate_under_ddp_gives_the_single_device_figures_and_report(trained_d
     ddp = read_json(tmp_path / "ddp" / "metrics.json")
     for name, value in single["test"].items():  # synced metrics, each image counted once
         assert ddp["test"][name] == pytest.approx(value, abs=1e-6), name
-    for name in ("predictions.csv", "classification_report.csv"):  # gathered on rank 0 in test order
-        assert read_csv(tmp_path / "ddp" / name) == read_csv(tmp_path / "one" / name), name
+    assert read_csv(tmp_path / "ddp" / "classification_report.csv") == read_csv(
+        tmp_path / "one" / "classification_report.csv"
+    )
+    ddp_rows, one_rows = (read_csv(tmp_path / run / "predictions.csv") for run in ("ddp", "one"))  # in test order
+    assert [(r["target"], r["predicted"]) for r in ddp_rows] == [(r["target"], r["predicted"]) for r in one_rows]
+    ddp_confidence, one_confidence = ([float(r["confidence"]) for r in rows] for rows in (ddp_rows, one_rows))
+    assert ddp_confidence == pytest.approx(one_confidence, abs=2e-6)  # other batch sizes: float rounding
     assert ddp["report"]["silhouette"] == pytest.approx(single["report"]["silhouette"], abs=1e-5)
 
 
@@ -109,6 +117,16 @@ def test_predict_on_a_folder_gives_the_labels_evaluate_gives(trained_digits_run,
     assert all(float(r["top1_prob"]) >= float(r["top2_prob"]) >= float(r["top5_prob"]) for r in rows)
 
 
+def test_prediction_uses_the_checkpoints_crop(trained_digits_run, test_images):
+    model = ResNetClassifier.from_checkpoint(best_checkpoint(trained_digits_run))
+    model.preprocessing = {**model.preprocessing, "crop_ratio": 0.5}  # as if trained with data.crop_ratio=0.5
+    image = test_images / "0003.png"
+    cropped = eval_transform(model.preprocessing)(Image.open(image).convert("RGB"))
+    with torch.no_grad():
+        expected = model(cropped.unsqueeze(0)).softmax(dim=1)[0]
+    assert torch.allclose(predict_images(model, [image])[0].probs, expected, atol=1e-6)
+
+
 def test_predict_kaggle_format_and_flip_tta(trained_digits_run, test_images, tmp_path):
     ckpt = best_checkpoint(trained_digits_run)
     kaggle = task_config("predict", tmp_path / "k", f"ckpt_path={ckpt}", f"input={test_images}", "format=kaggle")
@@ -121,8 +139,8 @@ def test_predict_kaggle_format_and_flip_tta(trained_digits_run, test_images, tmp
     mirrored = tmp_path / "mirrored.png"
     Image.open(one).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
     model = ResNetClassifier.from_checkpoint(ckpt)
-    plain, flipped = predict.predict_files(model, one)[0].probs, predict.predict_files(model, mirrored)[0].probs
-    tta = predict.predict_files(model, one, flip_tta=True)[0].probs
+    plain, flipped = predict_images(model, [one])[0].probs, predict_images(model, [mirrored])[0].probs
+    tta = predict_images(model, [one], flip_tta=True)[0].probs
     assert torch.allclose(tta, (plain + flipped) / 2, atol=1e-6)
     assert not torch.allclose(plain, flipped, atol=1e-4)
 
@@ -133,8 +151,8 @@ def test_predict_kaggle_format_and_flip_tta(trained_digits_run, test_images, tmp
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch_within_1e4(trained_digits_run, fmt, tmp_path):
     if fmt == "onnx":
-        pytest.importorskip("onnxscript")
-        ort = pytest.importorskip("onnxruntime")
+        require_extra("onnxscript", "export")
+        ort = require_extra("onnxruntime", "export")
     ckpt = best_checkpoint(trained_digits_run)
     info = export.run(task_config("export", tmp_path, f"ckpt_path={ckpt}", f"format={fmt}"))
     path = tmp_path / info["file"]

@@ -9,7 +9,7 @@ import torch
 from lightning_resnet.builders import build_datamodule, build_loss
 from lightning_resnet.models import ResNetClassifier
 from lightning_resnet.models.classifier import CHECKPOINT_KEY
-from lightning_resnet.train import run
+from lightning_resnet.tasks.train import run
 from tests.conftest import read_json
 
 pytestmark = pytest.mark.slow
@@ -35,10 +35,10 @@ def test_digits_run_learns_and_writes_its_outputs(make_cfg):
     expected = [0.002 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
     assert [row["lr/head"] for row in history] == pytest.approx(expected)
 
-    # The best checkpoint is self-contained: weights_only load, class names, eval transform.
+    # The best checkpoint is self-contained: weights_only load, class names, preprocessing.
     raw = torch.load(metrics["best_checkpoint"], weights_only=True)
     assert raw[CHECKPOINT_KEY]["class_names"] == [str(i) for i in range(10)]
-    assert raw[CHECKPOINT_KEY]["eval_transform"]["image_size"] == 32
+    assert raw[CHECKPOINT_KEY]["preprocessing"]["image_size"] == 32
     model = ResNetClassifier.from_checkpoint(metrics["best_checkpoint"])
     dm = build_datamodule(cfg)
     correct = total = 0

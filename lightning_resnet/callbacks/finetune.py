@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
+from lightning_resnet.compat import nested_schedulers, set_last_lrs
 from lightning_resnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,6 @@ def _base_lr(group: dict[str, Any]) -> float:
     return group.get("initial_lr", group["lr"])
 
 
-def _schedulers(trainer: pl.Trainer) -> Iterator[Any]:
-    """Every LR scheduler, the parts of SequentialLR/ChainedScheduler included."""
-    stack = [config.scheduler for config in trainer.lr_scheduler_configs]
-    while stack:
-        scheduler = stack.pop()
-        stack.extend(getattr(scheduler, "_schedulers", []))
-        yield scheduler
-
-
 def set_base_lr(trainer: pl.Trainer, name: str, base_lr: float) -> None:
     """Give param group `name` the base LR `base_lr`, at the schedule's current point, in every scheduler.
 
@@ -170,12 +162,11 @@ def set_base_lr(trainer: pl.Trainer, name: str, base_lr: float) -> None:
     index = next(i for i, g in enumerate(groups) if g.get("name") == name)
     groups[index]["initial_lr"] = base_lr
     groups[index]["lr"] = base_lr * progress
-    for scheduler in _schedulers(trainer):
+    for scheduler in nested_schedulers([config.scheduler for config in trainer.lr_scheduler_configs]):
         base_lrs = getattr(scheduler, "base_lrs", None)
         if base_lrs is None:
             continue
         while len(base_lrs) < len(groups):  # a group added after the scheduler was built
             base_lrs.append(base_lr)
         base_lrs[index] = base_lr
-        if hasattr(scheduler, "_last_lr"):
-            scheduler._last_lr = [g["lr"] for g in groups]
+        set_last_lrs(scheduler, [g["lr"] for g in groups])

@@ -57,12 +57,6 @@ class MetricHistory(pl.Callback):
         row.update({k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()})
         row.update(self._epoch_lrs)
 
-    def best(self, key: str, mode: str = "max") -> float | None:
-        values = [row[key] for row in self.epochs if key in row]
-        if not values:
-            return None
-        return max(values) if mode == "max" else min(values)
-
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs}
 

@@ -25,6 +25,7 @@ from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.reporting.collector import OutputCollector, denormalize, merge_ranks
 from lightning_resnet.reporting.embedding import PROJECTIONS, subsample
+from lightning_resnet.reporting.history import best_value
 from lightning_resnet.reporting.report import write_report
 from lightning_resnet.reporting.tensorboard import (
     log_curves_layout,
@@ -41,6 +42,8 @@ class ReportWriter(pl.Callback):
 
     Args:
         dirpath: where the report files go (the run directory).
+        monitor, mode: the metric (and `max`/`min`) that picks the best epoch, marked on the curves
+            (the run's `monitor` and `monitor_mode`).
         embedding: 2-D projection of the features: `pca` or `tsne` (slower).
         num_mistakes: how many of the most confident wrong predictions `mistakes.png` shows.
         max_points: cap on the samples used for the embedding, silhouette and projector.
@@ -51,6 +54,8 @@ class ReportWriter(pl.Callback):
     def __init__(
         self,
         dirpath: str,
+        monitor: str,
+        mode: str,
         embedding: str = "pca",
         num_mistakes: int = 16,
         max_points: int = 2000,
@@ -60,6 +65,7 @@ class ReportWriter(pl.Callback):
         if embedding not in PROJECTIONS:
             raise ConfigError(f"callbacks.reports.embedding={embedding!r}; valid: {', '.join(PROJECTIONS)}")
         self.dirpath = Path(dirpath)
+        self.monitor, self.mode = monitor, mode
         self.embedding = embedding
         self.num_mistakes = num_mistakes
         self.max_points = max_points
@@ -124,14 +130,19 @@ class ReportWriter(pl.Callback):
             collector = _gather_on_rank_zero(collector, trainer)
         if collector is None or not trainer.is_global_zero:
             return
-        checkpoint = trainer.checkpoint_callback
-        monitor = getattr(checkpoint, "monitor", None) or "val/acc"
-        mode = getattr(checkpoint, "mode", "max")
         history = self.history if self.history is not None else _history(trainer)
         class_names = list(pl_module.hparams.get("class_names") or range(pl_module.hparams["num_classes"]))
         class_names = [str(name) for name in class_names]
         report = write_report(
-            collector, class_names, self.dirpath, history, monitor, mode, self.embedding, self.max_points, self.seed
+            collector,
+            class_names,
+            self.dirpath,
+            history,
+            self.monitor,
+            self.mode,
+            self.embedding,
+            self.max_points,
+            self.seed,
         )
         self.summary = report.summary
         logger = tensorboard_logger(trainer)
@@ -165,11 +176,10 @@ class ReportWriter(pl.Callback):
             step,
         )
         results = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        if history:
-            for key in ("train/acc", "val/acc"):
-                values = [row[key] for row in history if key in row]
-                if values:
-                    results[f"best_{key.replace('/', '_')}"] = max(values)
+        for key in ("train/acc", "val/acc"):
+            value = best_value(history or [], key)
+            if value is not None:
+                results[f"best_{key.replace('/', '_')}"] = value
         if self.summary.get("silhouette") is not None:
             results["silhouette"] = self.summary["silhouette"]
         log_hparams_with_results(logger, results, step)
@@ -193,7 +203,7 @@ def _gather_on_rank_zero(collector: OutputCollector, trainer: pl.Trainer) -> Out
 
 
 def _normalization(pl_module: pl.LightningModule) -> tuple[list[float], list[float]]:
-    spec = getattr(pl_module, "eval_transform", None) or {}
+    spec = getattr(pl_module, "preprocessing", None) or {}
     return list(spec.get("mean", [0.0, 0.0, 0.0])), list(spec.get("std", [1.0, 1.0, 1.0]))
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
+from lightning_resnet.compat import UnrepeatedDistributedSampler
 from lightning_resnet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -26,7 +26,7 @@ from lightning_resnet.data.transforms import (
     resize_ops,
 )
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.system import available_cpus
+from lightning_resnet.utils import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         sizes = ", ".join(f"{s}={len(d)}" for s, d in self.datasets.items())
         log.info("%s: %d classes, %s", type(self).__name__, self.num_classes, sizes)
 
-    def eval_transform(self) -> v2.Compose:
-        """Resize (and centre-crop) and normalise: for every split but train, and for prediction."""
-        return build_transform(self.mean, self.std, resize=self._resize(), crop_ratio=self.crop_ratio)
-
-    def _resize(self, dataset: Dataset | None = None) -> int | None:
+    def _resize(self, dataset: Dataset) -> int | None:
         """Side to resize to in the transform; None when the dataset already delivers that size
-        (a dataset with `resized = True`, such as the pixel cache's)."""
+        (a `PixelDataset`)."""
         return None if getattr(dataset, "resized", False) else self.image_size
 
     def _resolve_normalization(self) -> tuple[list[float], list[float]]:
@@ -166,8 +162,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         labels = torch.as_tensor(list(self.datasets[split].labels))
         return torch.bincount(labels, minlength=self.num_classes).tolist()
 
-    def eval_transform_spec(self) -> dict[str, Any]:
-        """What a checkpoint needs to rebuild the eval transform without the data config."""
+    def preprocessing(self) -> dict[str, Any]:
+        """How an image file becomes the model's input at evaluation, saved in checkpoints so prediction
+        needs no data config: {image_size, mean, std} and `crop_ratio` when set (see `transforms.eval_transform`)."""
         spec = {"image_size": self.image_size, "mean": self.mean, "std": self.std}
         if self.crop_ratio is not None:
             spec["crop_ratio"] = self.crop_ratio

@@ -14,39 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.data.cache import ResultCache, fingerprint
-from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, load_rgb
-from lightning_resnet.data.layouts import POOL, Listing, list_files, make_layout
-from lightning_resnet.data.pixels import CachedImageDataset, build_pixels, check_cache_options
-from lightning_resnet.data.splits import stratified_split, train_val_split
+from lightning_resnet.data.datasets import ImageFileDataset, PixelDataset
+from lightning_resnet.data.images import INTENSITY, BadImagesError, find_bad_images, format_problems, list_images
+from lightning_resnet.data.layouts import POOL, Listing, make_layout
+from lightning_resnet.data.pixels import Decoding, build_pixels, check_cache_options
+from lightning_resnet.data.splits import check_fractions, split_indices
 from lightning_resnet.data.transforms import channel_mean_std, resize_ops
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.system import available_cpus
+from lightning_resnet.utils import available_cpus
 
 log = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-UNLABELLED = -1  # label of prediction images
-
-
-class ImageFileDataset(Dataset):
-    """(image, label) from files, decoded with `load_rgb`; `paths` and `labels` stay inspectable."""
-
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Any = None) -> None:
-        self.paths, self.labels, self.transform = list(paths), list(labels), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = load_rgb(self.paths[index])
-        return (self.transform(image) if self.transform else image), self.labels[index]
 
 
 @dataclass
@@ -86,7 +71,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         num_folds, fold: k-fold cross-validation instead: fold `fold` of a stratified k-fold over
             train+val is the validation split (the test split stays held out).
         classes: expected class names (null: whatever the data has); a mismatch is an error.
-        predict_dir: folder of unlabelled images under root for `predict_dataloader` (null: none).
+        predict_dir: folder of unlabelled images under root, predicted into `kaggle_submission.csv`
+            at the end of a training run with `kaggle_submission=true` (null: none).
         bad_images: `error` (stop with a report of every bad file) or `skip` (leave them out, warn).
         verify: decode every image at setup (cached per file list) so bad files show before training.
         cache_dir: where `normalize: auto` statistics, verification results and the pixel cache are
@@ -97,6 +83,9 @@ class ImageFolderDataModule(ClassificationDataModule):
             `cache_dir` (see `data.pixels`). Augmentation semantics are unchanged.
         cache_decode: `cpu` (PIL, the same pixels as without the cache) or `cuda` (nvJPEG on the GPU,
             for building a large cache quickly; slightly different pixels).
+        intensity: how 16-/32-bit images become 8 bits: `fixed` (the type's full range, the same for
+            every image, so brightness keeps its meaning) or `per_image` (each image stretched between
+            its own min and max). See `data.images`.
         **kwargs: see `ClassificationDataModule`.
     """
 
@@ -119,20 +108,18 @@ class ImageFolderDataModule(ClassificationDataModule):
         download: str | None = None,
         cache: str | None = None,
         cache_decode: str = "cpu",
+        intensity: str = "fixed",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if bad_images not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"data.bad_images={bad_images!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
-        if len(fractions) not in (2, 3) or not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
-            raise ConfigError(
-                f"data.fractions must be positive [train, val] or [train, val, test] summing to 1, "
-                f"got {list(fractions)}"
-            )
+        if intensity not in INTENSITY:
+            raise ConfigError(f"data.intensity={intensity!r}; valid: {', '.join(INTENSITY)}")
         split_dirs = {"train": "train", "val": "val", "test": "test"} if split_dirs is None else dict(split_dirs)
         self.layout = make_layout(layout, split_dirs=split_dirs, folder=folder, label_pattern=label_pattern)
         self.root = Path(root).expanduser()
-        self.fractions = [float(f) for f in fractions]
+        self.fractions = check_fractions(fractions)
         self.val_fraction = val_fraction
         self.num_folds, self.fold = num_folds, fold
         self.expected_classes = sorted(str(c) for c in classes) if classes is not None else None
@@ -145,6 +132,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.cache_mode = cache
         self.cache_decode = cache_decode
         self.download = download
+        self.intensity = intensity
         self._class_names: list[str] = []
 
     @property
@@ -221,69 +209,69 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     # -- splits ------------------------------------------------------------------------------------
     def _assign(self, listing: Listing) -> dict[str, list[tuple[Path, int]]]:
+        """(path, label) per split: the folders' own splits, with what is missing carved by `split_indices`.
+
+        A pool layout (`classes`, `filenames`) is split by `fractions`. A `splits` layout keeps its val
+        folder, or carves `val_fraction` of train when there is none; with `num_folds`, train and val
+        are pooled and fold `fold` is the validation part. Without a test split, val is tested.
+        """
         index = {name: i for i, name in enumerate(self._class_names)}
         parts = {split: [(p, index[c]) for p, c in items] for split, items in listing.splits.items()}
         if POOL in parts:
             pool = parts.pop(POOL)
-            val_share = self.fractions[1] / (self.fractions[0] + self.fractions[1])
-            if len(self.fractions) == 3:
-                kept, test = stratified_split(
-                    [y for _, y in pool], [1 - self.fractions[2], self.fractions[2]], self.seed
-                )
-                parts["test"] = [pool[i] for i in test]
-                pool = [pool[i] for i in kept]
-        else:
+            train, val, *test = self.fractions
+            val_fraction, test_fraction = val / (train + val), (test[0] if test else 0.0)
+        elif "val" not in parts or self.num_folds is not None:
             has_val = "val" in parts
-            if has_val and self.num_folds is None:
-                pool, val_share = [], 0.0
-            else:  # carve val from train, or k-fold over train + val
-                pool, val_share = parts.pop("train") + parts.pop("val", []), self.val_fraction
-                log.info(
-                    "validation split: %s of %s",
-                    f"fold {self.fold}/{self.num_folds}" if self.num_folds else f"{val_share:.0%}",
-                    "train + val" if has_val else "train (no val folder)",
-                )
+            pool, val_fraction, test_fraction = parts.pop("train") + parts.pop("val", []), self.val_fraction, 0.0
+            log.info(
+                "validation split: %s of %s",
+                f"fold {self.fold}/{self.num_folds}" if self.num_folds else f"{val_fraction:.0%}",
+                "train + val" if has_val else "train (no val folder)",
+            )
+        else:
+            pool = []
         if pool:
-            train, val = train_val_split([y for _, y in pool], val_share, self.seed, self.num_folds, self.fold)
-            parts["train"], parts["val"] = [pool[i] for i in train], [pool[i] for i in val]
+            labels = [y for _, y in pool]
+            indices = split_indices(
+                labels, val_fraction, self.seed, test_fraction, self.num_folds, self.fold, self._class_names
+            )
+            parts.update({split: [pool[i] for i in rows] for split, rows in indices.items()})
         if "test" not in parts:
             log.info("no test split under %s: testing on the validation split", self.root)
             parts["test"] = parts["val"]
         return parts
 
-    def _load_splits(self) -> dict[str, ImageFileDataset]:
+    def _load_splits(self) -> dict[str, ImageFileDataset | PixelDataset]:
         listing = self._drop_bad(self._list())
         self._class_names = self._check_classes(listing)
-        try:
-            parts = self._assign(listing)
-        except ValueError as err:  # e.g. scikit-learn: a class too small to stratify
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(f"data: cannot split {self.root} with seed {self.seed}: {err}") from None
-        datasets = {}
-        for split in ("train", "val", "test"):
-            paths, labels = zip(*parts[split], strict=True) if parts[split] else ((), ())
-            datasets[split] = ImageFileDataset(paths, labels)
-        return self._cached(datasets) if self.cache_mode else datasets
-
-    def _cached(self, datasets: dict[str, ImageFileDataset]) -> dict[str, CachedImageDataset]:
-        """The same splits served from the pixel cache of all their files (one cache for every split)."""
-        every_path = [p for dataset in datasets.values() for p in dataset.paths]
-        pixels, rows = build_pixels(
-            every_path,
-            self.image_size,
-            self.crop_ratio,
-            self.cache_mode,
-            self.cache_dir,
-            threads=self.num_workers or available_cpus(),
-            decode=self.cache_decode,
-        )
+        parts = self._assign(listing)
+        if self.cache_mode:
+            return self._cached(parts)
         return {
-            split: CachedImageDataset(pixels, [rows[str(p)] for p in d.paths], d.paths, d.labels)
-            for split, d in datasets.items()
+            split: ImageFileDataset([p for p, _ in items], [y for _, y in items], intensity=self.intensity)
+            for split, items in parts.items()
         }
 
-    # -- normalisation, prediction, scanning ------------------------------------------------------
+    def _cached(self, parts: dict[str, list[tuple[Path, int]]]) -> dict[str, PixelDataset]:
+        """The same splits served from the pixel cache of all their files (one cache for every split)."""
+        how = Decoding(self.image_size, self.crop_ratio, self.cache_decode, self.intensity)
+        every_path = [p for items in parts.values() for p, _ in items]
+        pixels, rows = build_pixels(
+            every_path, how, self.cache_mode, self.cache_dir, self.num_workers or available_cpus()
+        )
+        return {
+            split: PixelDataset(pixels, [rows[str(p)] for p, _ in items], [y for _, y in items], [p for p, _ in items])
+            for split, items in parts.items()
+        }
+
+    def preprocessing(self) -> dict[str, Any]:
+        spec = super().preprocessing()
+        if self.intensity != "fixed":
+            spec["intensity"] = self.intensity
+        return spec
+
+    # -- normalisation, scanning ------------------------------------------------------
     def _train_mean_std(self) -> tuple[list[float], list[float]]:
         """Per-channel mean/std of the resized training images; cached per file list and geometry."""
         train = self.datasets["train"]
@@ -291,15 +279,14 @@ class ImageFolderDataModule(ClassificationDataModule):
         cached = self.results.get("normalize", key)
         if cached is not None:
             return cached["mean"], cached["std"]
-        if isinstance(train, CachedImageDataset):  # the resized pixels are at hand: no decoding
-            rows, chunk = train.rows, 256
-            batches = (train.pixels[torch.as_tensor(rows[i : i + chunk])] for i in range(0, len(rows), chunk))
+        if isinstance(train, PixelDataset):  # the resized pixels are at hand: no decoding
+            batches = train.batches()
         else:
             transform = v2.Compose(
                 [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
             )
             loader = DataLoader(
-                ImageFileDataset(train.paths, train.labels, transform),
+                ImageFileDataset(train.paths, train.labels, transform, self.intensity),
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
             )
@@ -308,23 +295,6 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.results.put("normalize", key, {"mean": mean, "std": std})
         log.info("normalize=auto over %d training images: mean %s, std %s", len(train), mean, std)
         return mean, std
-
-    def predict_dataloader(self) -> DataLoader:
-        """The unlabelled images of `predict_dir` (label -1), eval transform, in file-name order."""
-        if not self.predict_dir:
-            raise ConfigError("data.predict_dir is null: set it to a folder of images to predict")
-        folder = self.root / self.predict_dir
-        if not folder.is_dir():
-            raise FileNotFoundError(f"data.predict_dir: {folder} is not a folder")
-        self.setup("predict")
-        paths = list_files(folder, recursive=False)[0]
-        if self.verify and (bad := self._check_images(paths)):
-            if self.bad_images == "error":
-                raise BadImagesError(bad, f"unreadable files in {folder}:\n{format_problems(bad)}")
-            log.warning("data.bad_images=skip: not predicting\n%s", format_problems(bad))
-            paths = [p for p in paths if str(p) not in bad]
-        dataset = ImageFileDataset(paths, [UNLABELLED] * len(paths), self.eval_transform())
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def scan(self, progress: bool = False) -> ScanReport:
         """Decode every file of every split (and `predict_dir`), ignoring the cache; nothing is skipped."""
@@ -336,7 +306,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             counts[split] = {name: sum(c == name for _, c in items) for name in names}
         paths = listing.paths()
         if self.predict_dir and (self.root / self.predict_dir).is_dir():
-            predict = list_files(self.root / self.predict_dir, recursive=False)[0]
+            predict = list_images(self.root / self.predict_dir, recursive=False)[0]
             counts["predict"] = {"unlabelled": len(predict)}
             paths += predict
         bad.update(self._check_images(paths, recheck=True, progress=progress))

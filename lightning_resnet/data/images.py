@@ -1,11 +1,17 @@
-"""Reading images robustly: every file becomes an RGB PIL image or a `BadImageError` naming it.
+"""Finding and reading images: the one lister, and every file as an RGB PIL image or a `BadImageError`.
 
 Handles grayscale, palette, RGBA (composited on white), CMYK, 16-bit and EXIF-rotated files;
 zero-byte, truncated and undecodable files raise instead of crashing a DataLoader worker later.
+
+High bit depths keep their absolute intensity: a 16-bit value v becomes round(v * 255 / 65535), the
+same for every image, so a dark and a bright scan of one scene stay dark and bright (32-bit integer
+images are read on the same 16-bit scale, float images as [0, 1]; both clipped). Stretching each image
+between its own minimum and maximum is the explicit `intensity="per_image"`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +23,8 @@ from tqdm import tqdm
 from lightning_resnet.errors import ConfigError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+SKIPPED_DIRS = frozenset({"__MACOSX"})  # macOS zip metadata; hidden folders are skipped too
+INTENSITY = ("fixed", "per_image")
 
 
 class BadImageError(ValueError):
@@ -41,22 +49,61 @@ def is_image_file(path: str | Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name not in SKIPPED_DIRS
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) under `folder`, sorted; hidden files and folders and `__MACOSX` skipped.
+
+    Every listing of image files goes through here: data modules, prediction, dataset preparation.
+    """
+    images: list[Path] = []
+    others: list[Path] = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = sorted(d for d in subdirs if _visible(d)) if recursive else []
+        for name in sorted(files):
+            path = Path(directory, name)
+            if is_image_file(path):
+                images.append(path)
+            elif _visible(name):
+                others.append(path)
+    return images, others
+
+
+def list_class_folders(folder: str | Path) -> list[Path]:
+    """The visible sub-folders of `folder`, sorted: the classes of an ImageFolder layout."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and _visible(p.name))
+
+
+def _high_bit_depth_to_8_bits(image: Image.Image, intensity: str) -> Image.Image:
+    """16-/32-bit integer or float grayscale as 8-bit `L` (see the module docstring for the scale)."""
+    array = np.asarray(image, dtype=np.float64)
+    if intensity == "per_image":
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    else:
+        scaled = array if image.mode == "F" else array / 65535.0
+    return Image.fromarray((scaled.clip(0.0, 1.0) * 255.0).round().astype(np.uint8), mode="L")
+
+
+def _to_rgb(image: Image.Image, intensity: str) -> Image.Image:
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         canvas = Image.new("RGB", image.size, (255, 255, 255))
         canvas.paste(image, mask=image.getchannel("A"))
         return canvas
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grayscale: rescale to 8 bits
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _high_bit_depth_to_8_bits(image, intensity)
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode `path` fully (so truncation shows now), apply EXIF orientation, convert to RGB."""
+def load_rgb(path: str | Path, intensity: str = "fixed") -> Image.Image:
+    """Decode `path` fully (so truncation shows now), apply EXIF orientation, convert to RGB.
+
+    `intensity`: how 16-/32-bit images become 8 bits, `fixed` (the type's range, the same for every
+    image) or `per_image` (each image stretched between its own min and max).
+    """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -64,7 +111,7 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(image, intensity)
     except BadImageError:
         raise
     except UnidentifiedImageError:

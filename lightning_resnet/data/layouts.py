@@ -9,16 +9,14 @@ A layout only lists files; deciding splits, checking classes and decoding images
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightning_resnet.data.images import is_image_file
+from lightning_resnet.data.images import list_class_folders, list_images
 from lightning_resnet.errors import ConfigError
 
 POOL = "all"  # the split name of a layout that has one pool of images to be split by fractions
-SKIPPED_DIRS = frozenset({"__MACOSX"})  # macOS zip metadata; hidden folders are skipped too
 
 
 @dataclass
@@ -33,34 +31,16 @@ class Listing:
         return [path for items in self.splits.values() for path, _ in items]
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and name not in SKIPPED_DIRS
-
-
-def list_files(folder: Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) under `folder`, sorted; hidden files and folders are skipped."""
-    images: list[Path] = []
-    others: list[Path] = []
-    for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = sorted(d for d in subdirs if _visible(d)) if recursive else []
-        for name in sorted(files):
-            path = Path(directory, name)
-            if is_image_file(path):
-                images.append(path)
-            elif _visible(name):
-                others.append(path)
-    return images, others
-
-
 def _read_class_folders(folder: Path, listing: Listing, split: str) -> None:
     items: list[tuple[Path, str]] = []
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p.name)):
-        images, others = list_files(class_dir)
+    for class_dir in list_class_folders(folder):
+        images, others = list_images(class_dir)
         items += [(path, class_dir.name) for path in images]
         listing.ignored += others
         if not images:
             listing.empty_classes.append(class_dir)
-    listing.ignored += [p for p in folder.iterdir() if p.is_file() and _visible(p.name)]
+    loose_images, loose_others = list_images(folder, recursive=False)  # files beside the class folders
+    listing.ignored += loose_images + loose_others
     listing.splits[split] = items
 
 
@@ -138,7 +118,7 @@ class FilenameLabels:
     def discover(self, root: Path) -> Listing:
         folder = root / self.folder
         _require_dir(folder, "data.folder:")
-        images, others = list_files(folder, recursive=False)
+        images, others = list_images(folder, recursive=False)
         items, unmatched = [], []
         for path in images:
             match = self.pattern.search(path.name)

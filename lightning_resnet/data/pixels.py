@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lightning_resnet.data.cache import fingerprint
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CACHE_MODES = (None, "memory", "disk")
 DECODERS = ("cpu", "cuda")
-FORMAT_VERSION = "pixels-v1"  # part of the fingerprint: bump when the stored pixels change meaning
+FORMAT_VERSION = "pixels-v2"  # in the fingerprint: bump when the stored pixels change meaning (v2: 16-bit scale)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 
@@ -52,14 +52,20 @@ def check_cache_options(cache: str | None, decode: str) -> None:
         raise ConfigError("data.cache_decode=cuda needs a CUDA GPU (none is visible); use cpu")
 
 
-def decode_resized(path: str | Path, size: int, crop_ratio: float | None = None) -> torch.Tensor:
+def decode_resized(
+    path: str | Path, size: int, crop_ratio: float | None = None, intensity: str = "fixed"
+) -> torch.Tensor:
     """(3, size, size) uint8: `load_rgb` then the PIL path's own resize (and centre crop)."""
-    image = v2.Compose(resize_ops(size, crop_ratio))(load_rgb(path))
+    image = v2.Compose(resize_ops(size, crop_ratio))(load_rgb(path, intensity))
     return v2.functional.pil_to_tensor(image)
 
 
 def decode_resized_jpegs(
-    paths: Sequence[str | Path], size: int, crop_ratio: float | None = None, device: str = "cuda"
+    paths: Sequence[str | Path],
+    size: int,
+    crop_ratio: float | None = None,
+    device: str = "cuda",
+    intensity: str = "fixed",
 ) -> torch.Tensor:
     """(len(paths), 3, size, size) uint8 on the CPU; on `cuda`, JPEGs decoded by nvJPEG and resized on the GPU.
 
@@ -80,7 +86,7 @@ def decode_resized_jpegs(
         except RuntimeError as err:  # one undecodable file fails the batch: fall back to PIL for all
             log.debug("nvJPEG failed on a batch (%s); decoding it with PIL", err)
     for i, path in enumerate(paths):
-        out[i] = decoded[i] if i in decoded else decode_resized(path, size, crop_ratio)
+        out[i] = decoded[i] if i in decoded else decode_resized(path, size, crop_ratio, intensity)
     return out
 
 
@@ -93,24 +99,29 @@ def _upright(path: str | Path) -> bool:
         return False  # let PIL's full decode report it
 
 
-def _fill(
-    out: np.ndarray | torch.Tensor,
-    paths: Sequence[str],
-    size: int,
-    crop_ratio: float | None,
-    threads: int,
-    decode: str,
-) -> None:
+@dataclass(frozen=True)
+class Decoding:
+    """How the cache decodes: the training size and crop, the decoder, and the 16-bit intensity mapping."""
+
+    size: int
+    crop_ratio: float | None = None
+    decoder: str = "cpu"
+    intensity: str = "fixed"
+
+
+def _fill(out: np.ndarray | torch.Tensor, paths: Sequence[str], how: Decoding, threads: int) -> None:
     """Decode every path into its row of `out`: PIL in `threads` threads (it releases the GIL), or nvJPEG."""
     target = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
-    if decode == "cuda":
+    if how.decoder == "cuda":
         chunk = 64
         for start in range(0, len(paths), chunk):
-            target[start : start + chunk] = decode_resized_jpegs(paths[start : start + chunk], size, crop_ratio)
+            target[start : start + chunk] = decode_resized_jpegs(
+                paths[start : start + chunk], how.size, how.crop_ratio, "cuda", how.intensity
+            )
         return
 
     def one(index: int) -> None:
-        target[index] = decode_resized(paths[index], size, crop_ratio)
+        target[index] = decode_resized(paths[index], how.size, how.crop_ratio, how.intensity)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         list(pool.map(one, range(len(paths))))
@@ -148,13 +159,7 @@ Pixels = torch.Tensor | PixelFile
 
 
 def build_pixels(
-    paths: Sequence[str | Path],
-    size: int,
-    crop_ratio: float | None,
-    mode: str,
-    directory: Path,
-    threads: int,
-    decode: str = "cpu",
+    paths: Sequence[str | Path], how: Decoding, mode: str, directory: Path, threads: int
 ) -> tuple[Pixels, dict[str, int]]:
     """The pixels of `paths` for cache `mode` (decoding only what is not cached yet), and each path's row.
 
@@ -162,43 +167,39 @@ def build_pixels(
     """
     paths = sorted({str(p) for p in paths})
     rows = {path: row for row, path in enumerate(paths)}
-    return _pixels(paths, size, crop_ratio, mode, directory, threads, decode), rows
+    return _pixels(paths, how, mode, directory, threads), rows
 
 
-def _pixels(
-    paths: list[str], size: int, crop_ratio: float | None, mode: str, directory: Path, threads: int, decode: str
-) -> Pixels:
-    key = fingerprint(paths, size, crop_ratio, decode, FORMAT_VERSION)
-    shape = (len(paths), 3, size, size)
+def _pixels(paths: list[str], how: Decoding, mode: str, directory: Path, threads: int) -> Pixels:
+    key = fingerprint(paths, how.size, how.crop_ratio, how.decoder, how.intensity, FORMAT_VERSION)
+    shape = (len(paths), 3, how.size, how.size)
     if mode == "memory":
         if key not in _last_in_memory:
-            log.info("data.cache=memory: decoding %d images at %d px (%.2f GB)", len(paths), size, _gb(shape))
+            log.info("data.cache=memory: decoding %d images at %d px (%.2f GB)", len(paths), how.size, _gb(shape))
             pixels = torch.empty(shape, dtype=torch.uint8)
-            _fill(pixels, paths, size, crop_ratio, threads, decode)
+            _fill(pixels, paths, how, threads)
             _last_in_memory.clear()
             _last_in_memory[key] = pixels
         return _last_in_memory[key]
     path = directory / f"pixels-{key}.npy"
     if not path.is_file():
         try:
-            _write_npy(path, paths, shape, crop_ratio, threads, decode)
+            _write_npy(path, paths, shape, how, threads)
         except OSError as err:
             log.warning("cannot write the pixel cache in %s (%s): keeping it in memory this run", directory, err)
-            return _pixels(paths, size, crop_ratio, "memory", directory, threads, decode)
+            return _pixels(paths, how, "memory", directory, threads)
     log.info("data.cache=disk: %d images memory-mapped from %s", len(paths), path)
     return PixelFile(path)
 
 
-def _write_npy(
-    path: Path, paths: list[str], shape: tuple[int, ...], crop_ratio: float | None, threads: int, decode: str
-) -> None:
+def _write_npy(path: Path, paths: list[str], shape: tuple[int, ...], how: Decoding, threads: int) -> None:
     """Decode into a temporary memory-mapped .npy beside `path`, then rename it (parallel jobs may race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("data.cache=disk: decoding %d images once into %s (%.2f GB)", len(paths), path, _gb(shape))
     temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     try:
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-        _fill(array, paths, shape[-1], crop_ratio, threads, decode)
+        _fill(array, paths, how, threads)
         array.flush()
         del array
         os.replace(temporary, path)
@@ -208,30 +209,3 @@ def _write_npy(
 
 def _gb(shape: tuple[int, ...]) -> float:
     return float(np.prod(shape)) / 1e9
-
-
-class CachedImageDataset(Dataset):
-    """(image, label) from cached pixels: `transform` gets a (3, H, W) uint8 tensor already at the training size.
-
-    `paths` and `labels` stay inspectable as on `ImageFileDataset`; `rows` index `pixels`.
-    """
-
-    resized = True  # the data module leaves the resize out of this dataset's transforms
-
-    def __init__(
-        self,
-        pixels: Pixels,
-        rows: Sequence[int],
-        paths: Sequence[Path],
-        labels: Sequence[int],
-        transform: Callable | None = None,
-    ) -> None:
-        self.pixels, self.rows = pixels, list(rows)
-        self.paths, self.labels, self.transform = list(paths), list(labels), transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = self.pixels[self.rows[index]]
-        return (self.transform(image) if self.transform else image), self.labels[index]

@@ -7,7 +7,7 @@ with `data.augment_on=gpu`, all of it runs on the device in `DeviceAugment`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +42,13 @@ def build_transform(
 ) -> v2.Compose:
     """resize (square, antialiased; see `resize_ops`) -> `augment` ops -> float in [0, 1] -> normalised."""
     return v2.Compose([*resize_ops(resize, crop_ratio), *augment, *to_float_normalized(mean, std)])
+
+
+def eval_transform(preprocessing: Mapping[str, Any]) -> v2.Compose:
+    """The evaluation transform a `preprocessing` dict describes ({image_size, mean, std, crop_ratio?},
+    as data modules write it into checkpoints): resize (and centre-crop), float, normalise."""
+    spec = preprocessing
+    return build_transform(spec["mean"], spec["std"], resize=spec["image_size"], crop_ratio=spec.get("crop_ratio"))
 
 
 class BatchAugment:

@@ -106,7 +106,9 @@ class ResNetClassifier(pl.LightningModule):
         self.test_loss = MeanMetric(nan_strategy="disable")
         self._metrics_logged: set[str] = set()  # stages whose Metric objects Lightning holds this epoch
         self._first_nonfinite_step: torch.Tensor | None = None  # on the device; -1 while the loss is finite
-        self.eval_transform: dict[str, Any] | None = None  # filled from the data module, saved in checkpoints
+        # How an image file becomes an input at evaluation (`data.transforms.eval_transform`): filled from
+        # the data module, saved in checkpoints, so prediction needs no data config.
+        self.preprocessing: dict[str, Any] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ResNetClassifier:
@@ -118,7 +120,7 @@ class ResNetClassifier(pl.LightningModule):
             model.load_state_dict(checkpoint["state_dict"])
         except (TypeError, RuntimeError) as err:  # another model's hyper-parameters or weights
             raise ConfigError(f"ckpt_path={path} does not fit {cls.__name__}: {str(err).splitlines()[0]}") from None
-        model.eval_transform = checkpoint[CHECKPOINT_KEY].get("eval_transform")
+        model.preprocessing = checkpoint[CHECKPOINT_KEY].get("preprocessing")
         return model.eval()
 
     # -- speed switches ----------------------------------------------------------------------------
@@ -214,10 +216,6 @@ class ResNetClassifier(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=1)
-
     # -- optimisation ------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """Named parameter groups, backbone first; fine-tuning strategies set per-group LRs on these."""
@@ -248,13 +246,13 @@ class ResNetClassifier(pl.LightningModule):
     # -- checkpoints -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "eval_transform_spec"):
-            self.eval_transform = datamodule.eval_transform_spec()
+        if datamodule is not None and hasattr(datamodule, "preprocessing"):
+            self.preprocessing = datamodule.preprocessing()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_loss_was_nonfinite()
         checkpoint[CHECKPOINT_KEY] = {
             "version": __version__,
             "class_names": list(self.hparams.class_names or []),
-            "eval_transform": self.eval_transform,
+            "preprocessing": self.preprocessing,
         }

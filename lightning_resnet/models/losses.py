@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lightning_resnet.errors import ConfigError
 
 
 def balanced_class_weights(class_counts: Sequence[int]) -> list[float]:
-    """scikit-learn's 'balanced' weights: n_samples / (n_classes * count_c)."""
-    counts = torch.as_tensor(class_counts, dtype=torch.float64)
-    if (counts <= 0).any():
-        empty = [i for i, c in enumerate(class_counts) if c <= 0]
+    """scikit-learn's 'balanced' weights, n_samples / (n_classes * count_c), from its own `compute_class_weight`.
+
+    It takes labels, so the counts are expanded into one label per training sample (a few MB at most).
+    An empty class would get an infinite weight, hence the error naming it.
+    """
+    empty = [i for i, c in enumerate(class_counts) if c <= 0]
+    if empty:
         raise ConfigError(f"loss.class_weights=balanced: classes {empty} have no training samples")
-    return (counts.sum() / (len(counts) * counts)).tolist()
+    classes = np.arange(len(class_counts))
+    labels = np.repeat(classes, class_counts)
+    return compute_class_weight("balanced", classes=classes, y=labels).tolist()
 
 
 def _weight_buffer(module: nn.Module, name: str, values: Sequence[float] | float | None, key: str) -> None:

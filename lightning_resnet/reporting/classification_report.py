@@ -1,8 +1,7 @@
 """Per-class precision, recall, F1 and support, with accuracy and macro/weighted averages.
 
-The numbers come from torchmetrics and follow scikit-learn's `classification_report` layout (all
-classes listed, a class never predicted scores 0), so the files read like the report researchers
-already know, as CSV for tables and Markdown for notes.
+The figures are scikit-learn's own `classification_report` (every class listed, a class never predicted
+scores 0), so the files read like the report researchers already know, as CSV for tables and Markdown for notes.
 """
 
 from __future__ import annotations
@@ -12,45 +11,48 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
-)
+from sklearn import metrics
 
 COLUMNS = ("precision", "recall", "f1", "support")
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Counts, rows = true class, columns = predicted class."""
-    return multiclass_confusion_matrix(preds, targets, num_classes)
+    """Counts, rows = true class, columns = predicted class; a tensor, as the report's callers expect."""
+    counts = metrics.confusion_matrix(targets.cpu().numpy(), preds.cpu().numpy(), labels=range(num_classes))
+    return torch.from_numpy(counts)
 
 
 def classification_report(
     preds: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """`{class name | "accuracy" | "macro avg" | "weighted avg": {precision, recall, f1, support}}`."""
-    num_classes = len(class_names)
-    per_class = {
-        "precision": multiclass_precision(preds, targets, num_classes, average=None),
-        "recall": multiclass_recall(preds, targets, num_classes, average=None),
-        "f1": multiclass_f1_score(preds, targets, num_classes, average=None),
-    }
-    support = torch.bincount(targets, minlength=num_classes).double()
+    """`{class name | "accuracy" | "macro avg" | "weighted avg": {precision, recall, f1, support}}`.
+
+    scikit-learn's `output_dict` reshaped for the writers: "f1-score" becomes "f1", and accuracy (a bare
+    float there) becomes a row with the same figure in every score column and the total as support.
+    """
+    sk = metrics.classification_report(
+        targets.cpu().numpy(),
+        preds.cpu().numpy(),
+        labels=range(len(class_names)),
+        target_names=list(class_names),
+        output_dict=True,
+        zero_division=0,
+    )
+    total = len(targets)
     report = {
-        name: {**{k: float(v[i]) for k, v in per_class.items()}, "support": int(support[i])}
-        for i, name in enumerate(class_names)
+        name: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
+        for name, row in sk.items()
+        if name != "accuracy"
     }
-    total = int(support.sum())
-    accuracy = float(multiclass_accuracy(preds, targets, num_classes, average="micro"))
+    accuracy = float(sk["accuracy"])
     report["accuracy"] = {"precision": accuracy, "recall": accuracy, "f1": accuracy, "support": total}
-    # Averaged over every class, as scikit-learn does when `labels` lists them all.
-    report["macro avg"] = {k: float(v.double().mean()) for k, v in per_class.items()} | {"support": total}
-    weights = support / support.sum().clamp(min=1)
-    report["weighted avg"] = {k: float((v.double() * weights).sum()) for k, v in per_class.items()} | {"support": total}
-    return report
+    order = [*class_names, "accuracy", "macro avg", "weighted avg"]  # the writers' row order
+    return {name: report[name] for name in order}
 
 
 def write_report_csv(report: dict[str, dict[str, float]], path: Path) -> None:

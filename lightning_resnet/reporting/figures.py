@@ -16,6 +16,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from lightning_resnet.reporting.history import best_epoch
 
 
 def _cell_fontsize(num_classes: int) -> float:
@@ -23,41 +26,38 @@ def _cell_fontsize(num_classes: int) -> float:
 
 
 def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Counts and row-normalised (recall per true class) side by side, class names on both axes."""
+    """Counts and row-normalised (recall per true class) side by side, class names on both axes.
+
+    Both panels are scikit-learn's `ConfusionMatrixDisplay`, the plot researchers know; cell text is
+    left out above 30 classes, where it would not fit.
+    """
     counts = np.asarray(counts)
     totals = counts.sum(axis=1, keepdims=True)
     normalized = np.divide(counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0)
     n = len(class_names)
     side = min(max(4.0, 0.45 * n + 2.0), 14.0)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), constrained_layout=True)
-    annotate = n <= 30
+    slanted = max(len(name) for name in class_names) > 3
     for ax, values, title, fmt in (
         (axes[0], counts, "counts", "d"),
         (axes[1], normalized, "normalised by true class", ".2f"),
     ):
-        image = ax.imshow(values, cmap="Blues", vmin=0)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
-        slanted = max(len(name) for name in class_names) > 3
-        ax.set_xticklabels(class_names, rotation=45 if slanted else 0, ha="right" if slanted else "center")
-        ax.set_yticklabels(class_names)
-        if annotate:
-            threshold = values.max() / 2 if values.max() > 0 else 0.5
-            for i in range(n):
-                for j in range(n):
-                    ax.text(
-                        j,
-                        i,
-                        format(values[i, j], fmt),
-                        ha="center",
-                        va="center",
-                        fontsize=_cell_fontsize(n),
-                        color="white" if values[i, j] > threshold else "black",
-                    )
+        ConfusionMatrixDisplay(values, display_labels=list(class_names)).plot(
+            ax=ax,
+            cmap="Blues",
+            values_format=fmt,
+            colorbar=True,
+            include_values=n <= 30,
+            xticks_rotation=45 if slanted else "horizontal",
+            im_kw={"vmin": 0},
+            text_kw={"fontsize": _cell_fontsize(n)},
+        )
+        ax.set(title=title, xlabel="predicted", ylabel="true")
+        plt.setp(ax.get_xticklabels(), ha="right" if slanted else "center")
     return fig
 
 
-def curves_figure(history: Sequence[dict[str, Any]], monitor: str = "val/acc", mode: str = "max") -> Figure:
+def curves_figure(history: Sequence[dict[str, Any]], monitor: str, mode: str) -> Figure:
     """Train and val loss and accuracy per epoch; the best epoch by `monitor` is marked on both panels."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     best = best_epoch(history, monitor, mode)
@@ -74,15 +74,6 @@ def curves_figure(history: Sequence[dict[str, Any]], monitor: str = "val/acc", m
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
-
-
-def best_epoch(history: Sequence[dict[str, Any]], monitor: str, mode: str = "max") -> int | None:
-    """The epoch with the best `monitor` value (the first, on ties); None when it was never logged."""
-    rows = [row for row in history if monitor in row]
-    if not rows:
-        return None
-    pick = max if mode == "max" else min
-    return int(pick(rows, key=lambda row: row[monitor])["epoch"])
 
 
 def embedding_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lightning_resnet.system import available_cpus
+from lightning_resnet.utils import available_cpus
 
 
 @dataclass(frozen=True)

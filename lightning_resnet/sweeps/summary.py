@@ -45,11 +45,11 @@ class JobRow:
     error: str = ""
     score: float | None = None  # the monitored metric's best value
     params: int | None = None
-    gflops: float | None = None
+    gmacs: float | None = None  # multiply-accumulates of one forward pass, in billions
     epochs: int | None = None
     wall_time_s: float | None = None
     figures: dict[str, float | None] = field(default_factory=dict)
-    curve: list[float] = field(default_factory=list)  # val/acc per epoch
+    curve: list[float] = field(default_factory=list)  # the monitored metric per epoch
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -58,7 +58,7 @@ class JobRow:
             "overrides": " ".join(self.overrides),
             "score": self.score,
             "params": self.params,
-            "gflops": self.gflops,
+            "gmacs": self.gmacs,
             **{name: self.figures.get(name) for name, _, _ in FIGURES},
             "epochs": self.epochs,
             "wall_time_s": self.wall_time_s,
@@ -77,7 +77,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml"))
 
 
-def read_job(job_dir: Path) -> JobRow:
+def read_job(job_dir: Path, monitor: str) -> JobRow:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith("hydra.") and o.split("=")[0] not in IGNORED_KEYS]
     status = read_status(job_dir) or {}
@@ -87,12 +87,18 @@ def read_job(job_dir: Path) -> JobRow:
     if metrics:
         model = metrics.get("model") or {}
         row.score = metrics.get("best_score")
-        row.params, row.gflops = model.get("params_total"), model.get("gmacs")
+        row.params, row.gmacs = model.get("params_total"), model.get("gmacs")
         row.epochs, row.wall_time_s = metrics.get("epochs_run"), metrics.get("wall_time_s")
         row.figures = {name: _dig(metrics, keys) for name, _, keys in FIGURES}
     history = read_json(job_dir / "history.json") or []
-    row.curve = [epoch["val/acc"] for epoch in history if "val/acc" in epoch]
+    row.curve = [epoch[monitor] for epoch in history if monitor in epoch]
     return row
+
+
+def sweep_monitor(job_dir: Path) -> tuple[str, str]:
+    """(`monitor`, `monitor_mode`) of the sweep, from a job's composed config (written when it starts)."""
+    config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}
+    return config["monitor"], config["monitor_mode"]
 
 
 def sort_rows(rows: list[JobRow], mode: str) -> list[JobRow]:
@@ -160,20 +166,20 @@ def format_markdown(rows: list[JobRow], groups: list[Group], monitor: str, mode:
     lines = [
         f"# Sweep summary: {len(rows)} jobs ({ok} ok, {len(rows) - ok} failed or unfinished)",
         "",
-        f"Sorted by `{monitor}` ({mode}) of each job's best checkpoint. GFLOPs count multiply-accumulates "
+        f"Sorted by `{monitor}` ({mode}) of each job's best checkpoint. GMACs: multiply-accumulates "
         "of one forward pass at the training image size, as torchvision's model tables do.",
         "",
     ]
     if rows[0].score is not None:
         lines += [f"Best: `{rows[0].job}` ({' '.join(rows[0].overrides)}), {monitor} = {rows[0].score:.4f}", ""]
-    headings = ["job", "status", "score", "params", "GFLOPs", *(h for _, h, _ in FIGURES), "epochs", "wall s"]
+    headings = ["job", "status", "score", "params", "GMACs", *(h for _, h, _ in FIGURES), "epochs", "wall s"]
     table = [
         [
             r.job,
             r.status if r.status != "failed" else f"failed: {r.error}",
             _fmt(r.score),
             _fmt(r.params),
-            _fmt(r.gflops, 3),
+            _fmt(r.gmacs, 3),
             *(_fmt(r.figures.get(name)) for name, _, _ in FIGURES),
             _fmt(r.epochs),
             _fmt(r.wall_time_s, 1),
@@ -207,8 +213,8 @@ def format_groups(groups: list[Group]) -> str:
     )
 
 
-def plot_summary(rows: list[JobRow], path: Path) -> None:
-    """Val-accuracy curves of every job on one chart, and test accuracy per job as bars."""
+def plot_summary(rows: list[JobRow], monitor: str, path: Path) -> None:
+    """The monitored metric's curve of every job on one chart, and test accuracy per job as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,7 +225,7 @@ def plot_summary(rows: list[JobRow], path: Path) -> None:
     for row in rows:
         if row.curve:
             curves.plot(range(len(row.curve)), row.curve, marker="o", markersize=3, label=row.job)
-    curves.set(xlabel="epoch", ylabel="val acc", title="validation accuracy per epoch")
+    curves.set(xlabel="epoch", ylabel=monitor, title=f"{monitor} per epoch")
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     if any(r.curve for r in rows):
         curves.legend(fontsize=7)
@@ -239,10 +245,8 @@ def write_summary(sweep_dir: str | Path) -> list[JobRow]:
     dirs = job_dirs(sweep_dir)
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir} holds no sweep jobs (no */.hydra/overrides.yaml)")
-    rows = [read_job(d) for d in dirs]
-    first = next((read_json(d / "metrics.json") for d in dirs if (d / "metrics.json").is_file()), None) or {}
-    monitor, mode = first.get("monitor", "val/acc"), first.get("mode", "max")
-    rows = sort_rows(rows, mode)
+    monitor, mode = sweep_monitor(dirs[0])
+    rows = sort_rows([read_job(d, monitor) for d in dirs], mode)
     groups = group_rows(rows)
     records = [r.as_record() for r in rows]
     with (sweep_dir / "summary.csv").open("w", newline="") as file:
@@ -257,7 +261,7 @@ def write_summary(sweep_dir: str | Path) -> list[JobRow]:
                 stats = [group.stats(n) or (None, None, 0) for n in GROUP_FIGURES]
                 writer.writerow([group.key, *(v for s in stats for v in s)])
     (sweep_dir / "summary.md").write_text(format_markdown(rows, groups, monitor, mode))
-    plot_summary(rows, sweep_dir / "summary.png")
+    plot_summary(rows, monitor, sweep_dir / "summary.png")
     failed = [r for r in rows if r.status != "ok"]
     log.info("sweep summary of %d jobs written to %s", len(rows), sweep_dir / "summary.md")
     if failed:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_resnet.extras import require
+from lightning_resnet.utils import require
 
 
 class OnnxExporter:

@@ -38,10 +38,10 @@ from PIL import ExifTags, Image
 from tqdm import tqdm
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.data.images import BadImageError, is_image_file, load_rgb
-from lightning_resnet.data.splits import stratified_split
+from lightning_resnet.data.images import BadImageError, is_image_file, list_images, load_rgb
+from lightning_resnet.data.splits import split_indices
 from lightning_resnet.errors import ConfigError
-from lightning_resnet.system import available_cpus
+from lightning_resnet.utils import available_cpus
 
 DEFAULT_GROUPS = CONFIG_DIR / "prepare" / "openimages_groups.yaml"
 SPLIT_NAMES = ("train", "val")
@@ -261,9 +261,8 @@ def index_images(images_dir: str | Path) -> dict[str, Path]:
     if not images_dir.is_dir():
         raise ConfigError(f"--images: folder not found: {images_dir}")
     images: dict[str, Path] = {}
-    for path in sorted(images_dir.iterdir()):
-        if is_image_file(path):
-            images.setdefault(path.stem, path)
+    for path in list_images(images_dir, recursive=False)[0]:
+        images.setdefault(path.stem, path)
     return images
 
 
@@ -403,14 +402,15 @@ def _assign_splits(groups: Sequence[str], val_fraction: float, seed: int) -> lis
     too_few = {group: n for group, n in sorted(counts.items()) if n < 2}
     if too_few:
         raise ConfigError(f"too few usable boxes to split train/val in groups {too_few}; each group needs >= 2")
-    label_of = {group: label for label, group in enumerate(sorted(counts))}
+    names = sorted(counts)
+    label_of = {group: label for label, group in enumerate(names)}
     try:
-        parts = stratified_split([label_of[g] for g in groups], [1.0 - val_fraction, val_fraction], seed)
-    except ValueError as err:  # scikit-learn: a validation part too small to hold every group
+        parts = split_indices([label_of[g] for g in groups], val_fraction, seed, class_names=names)
+    except ConfigError as err:  # a validation part too small to hold every group
         raise ConfigError(f"cannot split {dict(counts)} with --val-fraction {val_fraction}: {err}") from None
     splits = [""] * len(groups)
-    for split, indices in zip(SPLIT_NAMES, parts, strict=True):
-        for i in indices:
+    for split in SPLIT_NAMES:
+        for i in parts[split]:
             splits[i] = split
     return splits
 

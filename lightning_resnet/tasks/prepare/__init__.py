@@ -1,11 +1,17 @@
-"""`python -m lightning_resnet.prepare <command> [args]`: run one preparation command."""
+"""Data preparation commands: `python -m lightning_resnet.prepare <command> [args]`.
+
+Each command is a module of this package with `main(argv) -> int` (the exit status).
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from lightning_resnet.prepare import COMMANDS
+COMMANDS = {
+    "scan": "decode every image of a dataset config and list every unreadable file",
+    "openimages": "crop Open Images boxes into an ImageFolder (the surveillance dataset)",
+}
 
 
 def usage() -> str:
@@ -22,9 +28,5 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:  # a whitelist: never import a module named on the command line
         print(f"unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"lightning_resnet.prepare.{command}")
+    module = importlib.import_module(f"lightning_resnet.tasks.prepare.{command}")
     return module.main(rest)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

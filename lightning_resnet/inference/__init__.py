@@ -1,0 +1,1 @@
+"""Inference from checkpoints: the one prediction path, output writers, and exporters."""

@@ -1,0 +1,5 @@
+"""Entry points, one module per task; each is also `python -m lightning_resnet.<task>` through a shim.
+
+train (also `python -m lightning_resnet`), evaluate, predict, explain, export, info, convert,
+summarize (a sweep's comparison table), prepare (dataset preparation commands).
+"""
