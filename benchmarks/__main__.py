@@ -18,6 +18,12 @@ import torch
 from benchmarks.common import Row, format_table, write_results
 
 SECTIONS = ("overhead", "pipeline", "startup", "gpu")
+QUICK = {  # --quick: each section's settings for a smoke run
+    "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
+    "pipeline": {"images": 64, "batch": 16, "model_steps": 1},
+    "startup": {"full_epochs": 1},
+    "gpu": {"steps": 6, "warmup": 2, "compile": False},
+}
 
 
 def main() -> None:
@@ -29,18 +35,12 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; valid: {', '.join(SECTIONS)}")
-    quick = {
-        "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
-        "pipeline": {"images": 64, "batch": 16, "model_steps": 1},
-        "startup": {"full_epochs": 1},
-        "gpu": {"steps": 6, "warmup": 2, "compile": False},
-    }
     rows, failed = [], []
     for section in chosen:
         started = time.time()
         try:  # a broken section costs its own rows, not the figures the others took minutes to measure
             module = importlib.import_module(f"benchmarks.{section}")
-            rows += module.run(**(quick.get(section, {}) if args.quick else {}))
+            rows += module.run(**(QUICK.get(section, {}) if args.quick else {}))
         except Exception as err:
             traceback.print_exc()
             failed.append(section)

@@ -2,17 +2,19 @@
 statistics must be right: a broken section would only show after minutes of measuring."""
 
 import importlib
+import inspect
 
 import numpy as np
 import pytest
 
-from benchmarks.__main__ import SECTIONS
+from benchmarks.__main__ import QUICK, SECTIONS
 from benchmarks.overhead import bootstrap_interval
 
 
 @pytest.mark.parametrize("section", SECTIONS)
-def test_every_section_imports_and_has_run(section):
-    assert callable(importlib.import_module(f"benchmarks.{section}").run)
+def test_every_section_imports_and_takes_its_quick_settings(section):
+    run = importlib.import_module(f"benchmarks.{section}").run
+    inspect.signature(run).bind(**QUICK.get(section, {}))  # `make bench ARGS=--quick` passes these
 
 
 def test_bootstrap_interval_brackets_the_true_ratio():

@@ -43,6 +43,7 @@ def test_bad_data_value_names_the_key(make_cfg):
         build_datamodule(make_cfg("data.normalize=imagenett"))
 
 
+@pytest.mark.slow
 def test_command_line_error_before_training(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lightning_resnet", "optimizer=rmsprop", f"hydra.run.dir={tmp_path}"],

@@ -21,6 +21,7 @@ def _overrides(name: str, root: Path, *extra: str) -> list[str]:
     return [f"data={name}", f"data.root={root}", "data.num_workers=0", "data.batch_size=8", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MINIATURES))
 def test_dataset_config_on_its_real_layout(name, make_cfg, tmp_path):
     root = write_miniature(name, tmp_path / name)

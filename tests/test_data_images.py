@@ -107,6 +107,7 @@ def test_messy_folder_reports_every_bad_file_before_training(tmp_path):
     assert ".DS_Store" not in message and "Thumbs.db" not in message and "rgba" not in message
 
 
+@pytest.mark.slow
 def test_messy_folder_trains_with_skip_in_worker_processes(make_cfg, tmp_path, caplog):
     files = make_messy_folder(tmp_path / "messy")
     cfg = make_cfg("data=folder", f"data.root={tmp_path / 'messy'}", "data.layout=classes", "data.bad_images=skip",

@@ -47,6 +47,7 @@ def _two_class_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_batch_augment_gives_soft_training_targets_only(make_cfg, tmp_path, name):
     root = _two_class_folder(tmp_path / "data")

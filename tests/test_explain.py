@@ -14,6 +14,8 @@ from tests.conftest import require_extra
 
 require_extra("captum", "explain")
 
+pytestmark = pytest.mark.slow  # the module trains a small square detector first
+
 SIZE, PATCH = 64, 16
 CORNERS = {"top-left": (0, 0), "bottom-right": (SIZE - PATCH, SIZE - PATCH)}
 
@@ -64,7 +66,6 @@ def test_last_conv_stage_of_a_torchvision_resnet_is_layer4(square_detector):
     assert last_conv_stage(square_detector) == "backbone.layer4"
 
 
-@pytest.mark.slow
 def test_cli_explain_writes_an_overlay_per_image(trained_digits_run, tmp_path):
     from PIL import Image
 

@@ -70,6 +70,7 @@ def params(model, *prefixes: str) -> set[str]:
     return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
 
 
+@pytest.mark.slow
 def test_full_trains_everything_at_one_lr(make_cfg):
     model, epochs, strategy, _ = fit(make_cfg, "finetune=full", "optimizer.lr=0.01")
     everything = {n for n, _ in model.named_parameters()}
@@ -80,6 +81,7 @@ def test_full_trains_everything_at_one_lr(make_cfg):
     assert [p["trainable"] for p in strategy.phases] == [sum(p.numel() for p in model.parameters())] * EPOCHS
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_the_head_only_and_keeps_bn_statistics(make_cfg):
     model, epochs, strategy, changed = fit(make_cfg, "finetune=linear_probe")
     head = params(model, "head.")
@@ -92,6 +94,7 @@ def test_linear_probe_trains_the_head_only_and_keeps_bn_statistics(make_cfg):
     assert strategy.phases[0]["trainable"] == sum(p.numel() for p in model.head.parameters())
 
 
+@pytest.mark.slow
 def test_partial_freezes_the_stages_before_layer4(make_cfg):
     model, epochs, _, changed = fit(make_cfg, "finetune=partial")
     trained = params(model, "backbone.layer4.", "head.")
@@ -107,6 +110,7 @@ def test_partial_freezes_the_stages_before_layer4(make_cfg):
     assert {"backbone.layer4.1.bn2.running_mean", "backbone.layer4.0.conv1.weight"} <= changed
 
 
+@pytest.mark.slow
 def test_freeze_unfreeze_switches_at_the_epoch_and_lr_it_says_and_follows_the_schedule(make_cfg):
     model, epochs, strategy, _ = fit(
         make_cfg,
@@ -131,6 +135,7 @@ def test_freeze_unfreeze_switches_at_the_epoch_and_lr_it_says_and_follows_the_sc
     assert [p["trainable"] for p in strategy.phases] == [sum(p.numel() for p in model.head.parameters()), total, total]
 
 
+@pytest.mark.slow
 def test_discriminative_backbone_lr_is_head_lr_times_k_on_the_schedule(make_cfg):
     _, epochs, _, _ = fit(make_cfg, "finetune=discriminative", "finetune.backbone_lr_scale=0.1", "optimizer.lr=0.01")
     for epoch, seen in enumerate(epochs):
@@ -138,6 +143,7 @@ def test_discriminative_backbone_lr_is_head_lr_times_k_on_the_schedule(make_cfg)
         assert seen["groups"]["backbone"]["lr"] == pytest.approx(0.001 * cosine(epoch))
 
 
+@pytest.mark.slow
 def test_frozen_bn_can_keep_training_its_statistics(make_cfg):
     _, epochs, _, changed = fit(
         make_cfg, "finetune=linear_probe", "finetune.frozen_bn_eval=false", "trainer.max_epochs=1"

@@ -11,6 +11,7 @@ from lightning_resnet.models import ResNetClassifier, build_backbone
 from lightning_resnet.models.backbones import TORCHVISION_RESNETS
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+SMALL = ("resnet18", "resnet34", "resnet50", "plain18", "resnet50v2")  # the rest build in `make test` only
 FEATURES = {"resnet18": 512, "resnet34": 512, "wide_resnet50_2": 2048, "resnext101_64x4d": 2048}
 
 
@@ -20,7 +21,9 @@ def test_every_torchvision_resnet_has_a_config():
     assert expected <= set(MODEL_CONFIGS)
 
 
-@pytest.mark.parametrize("name", MODEL_CONFIGS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n not in SMALL else n for n in MODEL_CONFIGS]
+)
 def test_model_config_builds_with_the_data_class_count(make_cfg, name):
     cfg = make_cfg(f"model={name}", "model.head_dropout=0.3")
     model = instantiate(cfg.model, num_classes=7)

@@ -50,7 +50,7 @@ def test_run_directory_holds_every_report_file(trained_digits_run):
     report = metrics["report"]
     assert metrics == read_json(out / "metrics.json")
     assert report["samples"] == 270 == len(read_csv(out / "predictions.csv"))  # 15 % of 1,797 digits
-    assert -1.0 <= report["silhouette"] <= 1.0
+    assert report["silhouette"] > 0.05  # trained features cluster by class (random features: about 0)
     assert report["accuracy"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
     assert report["macro_f1"] == pytest.approx(metrics["test"]["test/f1"], abs=1e-6)
     assert {"train/acc", "val/acc"} <= set(metrics["best"])

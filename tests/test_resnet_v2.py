@@ -91,6 +91,7 @@ def keras_resnet50v2(keras, tmp_path_factory):
     return model, folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["keras.weights.h5", "keras.h5"])
 def test_converted_keras_resnet50v2_gives_the_same_logits(keras_resnet50v2, tmp_path, layout):
     model, folder = keras_resnet50v2
@@ -110,6 +111,7 @@ def test_converted_keras_resnet50v2_gives_the_same_logits(keras_resnet50v2, tmp_
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_converted_notop_file_loads_as_model_weights(keras, tmp_path):
     """Like Keras' `*_notop.h5` ImageNet file: the classifier's backbone gives Keras' pooled features."""
     model = keras.applications.ResNet50V2(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg")

@@ -96,6 +96,7 @@ HOLD_SLOT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_never_get_the_same_device(tmp_path):
     """Fake device list [5, 7]: two live workers hold distinct devices, a third waits for one to exit."""
     locks = tmp_path / "slots"
