@@ -6,15 +6,22 @@ the data module's class count) and turning instantiation failures into messages 
 
 from __future__ import annotations
 
+import inspect
 import logging
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 
 from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.errors import ConfigError
@@ -53,6 +60,100 @@ def _raised_by_hydra(error: BaseException) -> bool:
     return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(HYDRA_DIR)
 
 
+# What a config can give for a parameter annotated with these is a number (torch annotates rates `float | Tensor`).
+NUMBER_TYPES = frozenset({int, float, torch.Tensor})
+
+
+def check_numbers(cfg: DictConfig, **resolved: Mapping[str, Any]) -> None:
+    """Fail at start-up, naming the key, when a value meant to be a number is not one.
+
+    Hydra passes a typo such as `optimizer.lr=abc` on as text, which would fail inside torch once the
+    data is built. Which values are numbers comes from each `_target_`'s own signature (an int/float
+    annotation, else a numeric default), so no list of keys is kept. `resolved` gives, per node, values
+    a builder replaces before building (`data=pretrained_data_defaults(cfg)` for `image_size: weights`).
+    """
+    for path, node in _target_nodes(cfg):
+        for key, (default, hint) in _parameters(node._target_).items():
+            if key not in node or key in resolved.get(path, {}):
+                continue
+            kind = _number_kind(default, hint)
+            if kind is None:
+                continue
+            try:
+                value = node[key]
+            except OmegaConfBaseException:  # an interpolation that resolves only later (${hydra:...}): not ours
+                continue
+            if _is_kind(value, *kind):
+                continue
+            expected = ("an int" if kind[0] is int else "a number (float)") + (" or null" if kind[1] else "")
+            raise ConfigError(f"{path}.{key}={value!r}: expected {expected}, got {type(value).__name__}")
+
+
+def _target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """(dotted key, node) of every node with a `_target_`, nested ones included (callbacks, augment ops)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        children = ((str(key), child) for key, child in node.items_ex(resolve=False))
+    elif isinstance(node, ListConfig):
+        children = ((str(index), child) for index, child in enumerate(node))
+    else:
+        return
+    for key, child in children:
+        yield from _target_nodes(child, f"{path}.{key}" if path else key)
+
+
+def _parameters(target: str) -> dict[str, tuple[Any, Any]]:
+    """{name: (default, annotation or None)} of what `target` takes, a class's `**kwargs` followed into its
+    bases' `__init__`; empty when the target does not import (building it reports that, naming the key)."""
+    try:
+        obj = get_object(target)
+    except Exception:
+        return {}
+    functions = [vars(c)["__init__"] for c in obj.__mro__ if "__init__" in vars(c)] if isinstance(obj, type) else [obj]
+    found: dict[str, tuple[Any, Any]] = {}
+    for function in functions:
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):  # a builtin without a signature
+            break
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:  # annotations that do not resolve at run time: the defaults still tell
+            hints = {}
+        for name, parameter in parameters.items():
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                found.setdefault(name, (parameter.default, hints.get(name)))
+        if all(parameter.kind is not parameter.VAR_KEYWORD for parameter in parameters.values()):
+            break
+    return found
+
+
+def _number_kind(default: Any, hint: Any) -> tuple[type, bool] | None:
+    """(int or float, whether null is allowed) for a parameter that takes numbers only, else None.
+
+    The annotation's types (or, without one, the default's type) must all be numbers: `float | None` is,
+    `int | str`, `Literal[...]`, `bool` and `Sequence[float] | float` are not.
+    """
+    if hint is None:
+        accepted = {type(default)}
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+        accepted = set(typing.get_args(hint))
+    else:
+        accepted = {hint}
+    nullable = type(None) in accepted or default is None
+    accepted.discard(type(None))
+    if not accepted or not accepted <= NUMBER_TYPES or not accepted & {int, float}:
+        return None
+    return (int if accepted & {int, float} == {int} else float), nullable
+
+
+def _is_kind(value: Any, kind: type, nullable: bool) -> bool:
+    if value is None:
+        return nullable
+    return not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+
+
 def pretrained_data_defaults(cfg: DictConfig) -> dict[str, Any]:
     """`data.normalize` / `data.image_size` left at `weights` -> the pretrained weights' own values.
 
@@ -79,6 +180,8 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
 
     `augment.ops` transform training images; `augment.batch` (MixUp/CutMix) mixes training batches.
     """
+    from_weights = pretrained_data_defaults(cfg)
+    check_numbers(cfg, data=from_weights)  # first: a typed-in number fails here, before anything is built
     augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
     datamodule = build(
         cfg.data,
@@ -86,7 +189,7 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
         _convert_="all",
         augment=augment.get("ops", []),
         batch_augment=augment.get("batch", []),
-        **pretrained_data_defaults(cfg),
+        **from_weights,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -128,4 +231,17 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
-    return build(cfg.trainer, "trainer", callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False, **kwargs)
+    """The trainer with the config's callbacks and loggers.
+
+    Best checkpoints are weights only (`callbacks.model_checkpoint.save_weights_only`), but Lightning writes
+    a `WeightAveraging` callback's averaged weights (`callbacks=[default,ema]`) into a checkpoint through a
+    callback hook that weights-only saves skip: with one, checkpoints keep their full state, or the best
+    file would hold the raw weights while its score came from the averaged ones.
+    """
+    callbacks = build_callbacks(cfg)
+    if any(isinstance(c, WeightAveraging) for c in callbacks):
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_weights_only:
+                callback.save_weights_only = False
+                log.info("weight averaging: %s saves full checkpoints (the averaged weights)", callback.filename)
+    return build(cfg.trainer, "trainer", callbacks=callbacks, logger=build_loggers(cfg) or False, **kwargs)

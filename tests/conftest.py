@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,18 @@ def require_extra(module: str, extra: str) -> Any:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message} (CI installs it: see .ci/run)")
         pytest.skip(message, allow_module_level=True)
+
+
+def require_system_font(lang: str, package: str) -> None:
+    """Skip unless fontconfig lists a font with glyphs for `lang` (e.g. "ko"), with the command that
+    installs the Debian `package`; under CI (`CI=true`), which installs it, fail instead, as `require_extra`."""
+    fc_list = shutil.which("fc-list")
+    listed = subprocess.run([fc_list, f":lang={lang}", "family"], capture_output=True, text=True) if fc_list else None
+    if listed is None or not listed.stdout.strip():
+        message = f"needs a font with {lang!r} glyphs: apt-get install -y --no-install-recommends {package}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI installs it: see .ci/run)")
+        pytest.skip(message)
 
 
 def compose_config(

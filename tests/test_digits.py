@@ -39,7 +39,7 @@ def test_splits_are_disjoint_and_reproducible():
 
 def test_a_class_too_small_to_split_is_named():
     labels = [0] * 20 + [1] * 20 + [2]
-    with pytest.raises(ConfigError, match=r"smallest classes \(tiny: 1"):
+    with pytest.raises(ConfigError, match=r"too few images in class 'tiny' \(1 image\)"):
         split_indices(labels, 0.2, seed=0, class_names=["cat", "dog", "tiny"])
 
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from lightning_resnet.compat import UnrepeatedDistributedSampler
+from lightning_resnet.data.sampling import EpochSampler, EpochSeededDataset
 from lightning_resnet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,7 +49,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: `auto` = on when CUDA is available (page-locked batches copy to the GPU asynchronously).
         persistent_workers: keep workers alive between epochs (only when num_workers > 0), so each
             epoch does not pay the workers' start-up (and, with a pixel cache, their page-cache warm-up).
-        seed: seed of the dataset's splits (training randomness follows the global `seed`).
+        seed: seed of the dataset's splits (training randomness follows the global `seed`: the training
+            sampler takes `torch.initial_seed()` when its first loader is made, see `EpochSampler`, and
+            keeps it, with the epochs started, in the data module's checkpoint state, so a resume continues it).
         prefetch_factor: batches loaded ahead per worker (null: PyTorch's default; only with workers).
         sampler: null (shuffle) or `weighted`: draw training images with probability 1 / class count,
             so every class is seen equally often (with replacement, same epoch length).
@@ -104,6 +107,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.device_augment: DeviceAugment | None = None  # set by train_dataloader with augment_on gpu
         self.datasets: dict[str, Dataset] = {}
         self.train_transform: v2.Compose | None = None  # the CPU path's; train_dataloader restores it
+        self.train_sampler: EpochSampler | None = None  # made by the first train_dataloader, then reused
+        self._sampler_state: dict[str, int] | None = None  # from a checkpoint, for a sampler not made yet
         self.mean: list[float] = []
         self.std: list[float] = []
 
@@ -170,18 +175,52 @@ class ClassificationDataModule(pl.LightningDataModule):
             spec["crop_ratio"] = self.crop_ratio
         return spec
 
-    def _weighted_sampler(self) -> Sampler:
-        """Each training image drawn with probability proportional to 1 / (its class's count)."""
+    def _class_balancing_weights(self) -> torch.Tensor:
+        """`sampler: weighted`: each training image drawn with probability proportional to 1 / (its class's count)."""
         labels = torch.as_tensor(list(self.datasets["train"].labels))
         counts = torch.bincount(labels, minlength=self.num_classes).clamp(min=1)
-        return WeightedRandomSampler((1.0 / counts.double())[labels], num_samples=len(labels), replacement=True)
+        return (1.0 / counts.double())[labels]
+
+    def _epoch_sampler(self) -> EpochSampler:
+        """The one training sampler of this data module (its epoch count must survive reloaded loaders).
+
+        Its seed: the checkpoint's when resuming, else `torch.initial_seed()` (the global `seed` after
+        `seed_everything`), rank 0's under DDP, where every rank must draw the same order to deal it out.
+        """
+        if self.train_sampler is None:
+            seed = torch.initial_seed()
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.world_size > 1:
+                seed = int(trainer.strategy.broadcast(seed, src=0))
+            weights = self._class_balancing_weights() if self.sampler == "weighted" else None
+            self.train_sampler = EpochSampler(len(self.datasets["train"]), seed, weights)
+        if self._sampler_state is not None:
+            self.train_sampler.load_state_dict(self._sampler_state)
+            self._sampler_state = None
+        return self.train_sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed by Lightning: the training sampler's seed and epoch count (see `EpochSampler`)."""
+        state = self._sampler_state or (self.train_sampler.state_dict() if self.train_sampler else None)
+        return {"train_sampler": dict(state)} if state else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_sampler" in state_dict:
+            self._sampler_state = dict(state_dict["train_sampler"])
+            if self.train_sampler is not None:
+                self._epoch_sampler()
 
     def _loader(
-        self, split: str, shuffle: bool, sampler: Sampler | None = None, collate_fn: Callable | None = None
+        self,
+        split: str,
+        shuffle: bool,
+        sampler: Sampler | None = None,
+        collate_fn: Callable | None = None,
+        dataset: Dataset | None = None,
     ) -> DataLoader:
         # Worker seeding: Lightning's seed_everything(workers=True) adds its worker_init_fn to every loader.
         return DataLoader(
-            self.datasets[split],
+            self.datasets[split] if dataset is None else dataset,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
@@ -194,17 +233,22 @@ class ClassificationDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = self._weighted_sampler() if self.sampler == "weighted" else None
+        """Shuffled (or class-balanced) by `EpochSampler`: each epoch's order and randomness are a function
+        of (seed, epoch), in the main process and in the workers (`EpochSeededDataset`)."""
+        sampler = self._epoch_sampler()
         train = self.datasets["train"]
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        dataset = EpochSeededDataset(train, rank) if self.num_workers > 0 else train
         if self._augment_on_device():
             # workers decode and resize only; DeviceAugment does the rest after the transfer
             train.transform = v2.Compose([*resize_ops(self._resize(train), self.crop_ratio), v2.PILToTensor()])
             batch_op = self.train_collate.op if self.train_collate else None
             self.device_augment = DeviceAugment(self.augment, self.mean, self.std, batch_op)
-            return self._loader("train", shuffle=True, sampler=sampler)
+            return self._loader("train", shuffle=False, sampler=sampler, dataset=dataset)
         train.transform = self.train_transform
         self.device_augment = None
-        return self._loader("train", shuffle=True, sampler=sampler, collate_fn=self.train_collate)
+        return self._loader("train", shuffle=False, sampler=sampler, collate_fn=self.train_collate, dataset=dataset)
 
     def _augment_on_device(self) -> bool:
         if self.augment_on != "auto":

@@ -19,12 +19,27 @@ log = logging.getLogger(__name__)
 
 
 def fingerprint(paths: Iterable[str | Path], *extra: object) -> str:
-    """Hash of every file's path, size and modification time (plus `extra` settings, e.g. the image size)."""
+    """Hash of every file's path, size and modification time (plus `extra` settings, e.g. the image size).
+
+    A path that cannot be read (a dangling symbolic link) counts by what it points to, so fingerprinting
+    never fails: naming it is the image check's job, which is what this key caches.
+    """
     digest = hashlib.sha256(repr(extra).encode())
     for path in sorted(str(p) for p in paths):
-        stat = os.stat(path)
-        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}\t{_stamp(path)}\n".encode())
     return digest.hexdigest()[:24]
+
+
+def _stamp(path: str) -> str:
+    """`size<TAB>mtime_ns`, or the symbolic link's target when there is no file behind it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        try:
+            return f"unreadable\t{os.readlink(path)}"
+        except OSError:
+            return "missing"
+    return f"{stat.st_size}\t{stat.st_mtime_ns}"
 
 
 class ResultCache:

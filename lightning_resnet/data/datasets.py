@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lightning_resnet.data.images import load_rgb
+from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, load_rgb
 
 UNLABELLED = -1  # the label of images to predict
 
@@ -22,7 +22,9 @@ UNLABELLED = -1  # the label of images to predict
 class ImageFileDataset(Dataset):
     """Files decoded with `load_rgb` at every access, then `transform`.
 
-    `intensity`: how 16-bit images become 8 bits (see `data.images`).
+    `intensity`: how 16-bit images become 8 bits; `max_pixels`: larger images are bad images, named;
+    `draft_size`: the side `transform` resizes to first, so a very large JPEG may be decoded at reduced
+    scale (see `data.images`).
     """
 
     def __init__(
@@ -31,16 +33,19 @@ class ImageFileDataset(Dataset):
         labels: Sequence[int] | None = None,
         transform: Callable | None = None,
         intensity: str = "fixed",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        draft_size: int | None = None,
     ) -> None:
         self.paths = list(paths)
         self.labels = list(labels) if labels is not None else [UNLABELLED] * len(self.paths)
         self.transform, self.intensity = transform, intensity
+        self.max_pixels, self.draft_size = max_pixels, draft_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = load_rgb(self.paths[index], self.intensity)
+        image = load_rgb(self.paths[index], self.intensity, self.max_pixels, self.draft_size)
         return (self.transform(image) if self.transform else image), self.labels[index]
 
 

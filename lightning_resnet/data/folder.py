@@ -1,9 +1,10 @@
 """`ImageFolderDataModule`: any folder of images, in one of the layouts of `data.layouts`.
 
 Setup lists the files, checks them (every class in every split; with `verify`, every image decodes,
-cached by a fingerprint of the file list), then assigns seeded stratified splits. Bad files either
-stop the run with a report listing every one of them, or are left out with a warning listing them;
-no unreadable image reaches a DataLoader worker.
+without it every header is read: a file PIL cannot identify, a dangling symbolic link or an image over
+`max_image_pixels` is known without decoding; both cached by a fingerprint of the file list), then
+assigns seeded stratified splits. Bad files either stop the run with a report listing every one of
+them, or are left out with a warning listing them; no unreadable image reaches a DataLoader worker.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from torchvision.transforms import v2
 from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.data.cache import ResultCache, fingerprint
 from lightning_resnet.data.datasets import ImageFileDataset, PixelDataset
-from lightning_resnet.data.images import INTENSITY, BadImagesError, find_bad_images, format_problems, list_images
+from lightning_resnet.data.images import (
+    DEFAULT_MAX_PIXELS,
+    INTENSITY,
+    BadImagesError,
+    draft_side,
+    find_bad_images,
+    format_problems,
+    list_images,
+)
 from lightning_resnet.data.layouts import POOL, Listing, make_layout
 from lightning_resnet.data.pixels import Decoding, build_pixels, check_cache_options
 from lightning_resnet.data.splits import check_fractions, split_indices
@@ -32,6 +41,11 @@ from lightning_resnet.utils import available_cpus
 log = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def _positive_count(value: object) -> bool:
+    """A whole number >= 1 (`2e8` from a command line included), not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 1 and float(value).is_integer()
 
 
 @dataclass
@@ -74,7 +88,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         predict_dir: folder of unlabelled images under root, predicted into `kaggle_submission.csv`
             at the end of a training run with `kaggle_submission=true` (null: none).
         bad_images: `error` (stop with a report of every bad file) or `skip` (leave them out, warn).
-        verify: decode every image at setup (cached per file list) so bad files show before training.
+        verify: decode every image at setup (cached per file list) so bad files show before training;
+            false still reads every header (cached too), which names dangling links, non-images and bombs.
         cache_dir: where `normalize: auto` statistics, verification results and the pixel cache are
             kept (null: `<root>/.lightning_resnet`).
         download: where to get the dataset, shown when `root` does not exist.
@@ -86,6 +101,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         intensity: how 16-/32-bit images become 8 bits: `fixed` (the type's full range, the same for
             every image, so brightness keeps its meaning) or `per_image` (each image stretched between
             its own min and max). See `data.images`.
+        max_image_pixels: an image whose header claims more pixels is a bad image (`bad_images` applies),
+            named with its size, never decoded: a decompression bomb (a 100 KB PNG claiming 30000 x 30000
+            pixels) cannot take a run's memory. Default: PIL's own error threshold; null: no limit.
         **kwargs: see `ClassificationDataModule`.
     """
 
@@ -109,6 +127,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         cache: str | None = None,
         cache_decode: str = "cpu",
         intensity: str = "fixed",
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +135,8 @@ class ImageFolderDataModule(ClassificationDataModule):
             raise ConfigError(f"data.bad_images={bad_images!r}; valid: {', '.join(BAD_IMAGE_POLICIES)}")
         if intensity not in INTENSITY:
             raise ConfigError(f"data.intensity={intensity!r}; valid: {', '.join(INTENSITY)}")
+        if max_image_pixels is not None and not _positive_count(max_image_pixels):
+            raise ConfigError(f"data.max_image_pixels={max_image_pixels!r}; valid: a positive pixel count, or null")
         split_dirs = {"train": "train", "val": "val", "test": "test"} if split_dirs is None else dict(split_dirs)
         self.layout = make_layout(layout, split_dirs=split_dirs, folder=folder, label_pattern=label_pattern)
         self.root = Path(root).expanduser()
@@ -133,6 +154,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.cache_decode = cache_decode
         self.download = download
         self.intensity = intensity
+        self.max_image_pixels = None if max_image_pixels is None else int(max_image_pixels)
         self._class_names: list[str] = []
 
     @property
@@ -156,23 +178,28 @@ class ImageFolderDataModule(ClassificationDataModule):
             log.info("ignored %d files that are not images, e.g. %s", len(listing.ignored), listing.ignored[:3])
         return listing
 
-    def _check_images(self, paths: list[Path], recheck: bool = False, progress: bool = False) -> dict[str, str]:
-        """{path: reason} of the files that do not decode; cached by the file list's fingerprint."""
-        key = fingerprint(paths)
-        cached = None if recheck else self.results.get("verified", key)
+    def _check_images(
+        self, paths: list[Path], recheck: bool = False, progress: bool = False, decode: bool = True
+    ) -> dict[str, str]:
+        """{path: reason} of the bad files (decoded, or with `decode=False` their headers only); cached by
+        the file list's fingerprint (and the pixel limit, when it is not the default, so old keys hold)."""
+        limit = () if self.max_image_pixels == DEFAULT_MAX_PIXELS else (self.max_image_pixels,)
+        kind = "verified" if decode else "headers"
+        key = fingerprint(paths, *limit)
+        cached = None if recheck else self.results.get(kind, key)
         if cached is not None:
             return cached
         threads = self.num_workers or available_cpus()
-        log.info("checking %d images with %d threads (cached afterwards)", len(paths), threads)
-        bad = find_bad_images(paths, threads, progress)
-        self.results.put("verified", key, bad)
+        what = "images" if decode else "image headers"
+        log.info("checking %d %s with %d threads (cached afterwards)", len(paths), what, threads)
+        bad = find_bad_images(paths, threads, progress, self.max_image_pixels, decode)
+        self.results.put(kind, key, bad)
         return bad
 
     def _drop_bad(self, listing: Listing) -> Listing:
-        """Apply `bad_images` to undecodable files (with `verify`) and class folders without images."""
+        """Apply `bad_images` to bad files (undecodable with `verify`, else a bad header) and empty class folders."""
         problems = {str(d): "class folder without images" for d in listing.empty_classes}
-        if self.verify:
-            problems.update(self._check_images(listing.paths()))
+        problems.update(self._check_images(listing.paths(), decode=self.verify))
         if not problems:
             return listing
         report = f"{len(problems)} unreadable files or empty class folders under {self.root}:\n" + format_problems(
@@ -249,13 +276,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         if self.cache_mode:
             return self._cached(parts)
         return {
-            split: ImageFileDataset([p for p, _ in items], [y for _, y in items], intensity=self.intensity)
+            split: ImageFileDataset([p for p, _ in items], [y for _, y in items], **self._reading())
             for split, items in parts.items()
         }
 
     def _cached(self, parts: dict[str, list[tuple[Path, int]]]) -> dict[str, PixelDataset]:
         """The same splits served from the pixel cache of all their files (one cache for every split)."""
-        how = Decoding(self.image_size, self.crop_ratio, self.cache_decode, self.intensity)
+        how = Decoding(self.image_size, self.crop_ratio, self.cache_decode, self.intensity, self.max_image_pixels)
         every_path = [p for items in parts.values() for p, _ in items]
         pixels, rows = build_pixels(
             every_path, how, self.cache_mode, self.cache_dir, self.num_workers or available_cpus()
@@ -264,6 +291,11 @@ class ImageFolderDataModule(ClassificationDataModule):
             split: PixelDataset(pixels, [rows[str(p)] for p, _ in items], [y for _, y in items], [p for p, _ in items])
             for split, items in parts.items()
         }
+
+    def _reading(self) -> dict[str, Any]:
+        """How `ImageFileDataset` reads a file: the intensity mapping, the pixel limit, the reduced-scale decode."""
+        draft = draft_side(self.image_size, self.crop_ratio)
+        return {"intensity": self.intensity, "max_pixels": self.max_image_pixels, "draft_size": draft}
 
     def preprocessing(self) -> dict[str, Any]:
         spec = super().preprocessing()
@@ -286,7 +318,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
             )
             loader = DataLoader(
-                ImageFileDataset(train.paths, train.labels, transform, self.intensity),
+                ImageFileDataset(train.paths, train.labels, transform, **self._reading()),
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
             )

@@ -28,7 +28,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from lightning_resnet.data.cache import fingerprint
-from lightning_resnet.data.images import load_rgb
+from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, draft_side, load_rgb
 from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.errors import ConfigError
 
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 CACHE_MODES = (None, "memory", "disk")
 DECODERS = ("cpu", "cuda")
-FORMAT_VERSION = "pixels-v2"  # in the fingerprint: bump when the stored pixels change meaning (v2: 16-bit scale)
+# in the fingerprint: bump when the stored pixels change meaning (v2: 16-bit scale, v3: JPEGs over
+# images.DRAFT_ABOVE_PIXELS decoded at reduced scale)
+FORMAT_VERSION = "pixels-v3"
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 
@@ -53,11 +55,15 @@ def check_cache_options(cache: str | None, decode: str) -> None:
 
 
 def decode_resized(
-    path: str | Path, size: int, crop_ratio: float | None = None, intensity: str = "fixed"
+    path: str | Path,
+    size: int,
+    crop_ratio: float | None = None,
+    intensity: str = "fixed",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
-    """(3, size, size) uint8: `load_rgb` then the PIL path's own resize (and centre crop)."""
-    image = v2.Compose(resize_ops(size, crop_ratio))(load_rgb(path, intensity))
-    return v2.functional.pil_to_tensor(image)
+    """(3, size, size) uint8: `load_rgb` (with the PIL path's `draft_size`) then its resize (and centre crop)."""
+    image = load_rgb(path, intensity, max_pixels, draft_side(size, crop_ratio))
+    return v2.functional.pil_to_tensor(v2.Compose(resize_ops(size, crop_ratio))(image))
 
 
 def decode_resized_jpegs(
@@ -66,6 +72,7 @@ def decode_resized_jpegs(
     crop_ratio: float | None = None,
     device: str = "cuda",
     intensity: str = "fixed",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
     """(len(paths), 3, size, size) uint8 on the CPU; on `cuda`, JPEGs decoded by nvJPEG and resized on the GPU.
 
@@ -86,7 +93,7 @@ def decode_resized_jpegs(
         except RuntimeError as err:  # one undecodable file fails the batch: fall back to PIL for all
             log.debug("nvJPEG failed on a batch (%s); decoding it with PIL", err)
     for i, path in enumerate(paths):
-        out[i] = decoded[i] if i in decoded else decode_resized(path, size, crop_ratio, intensity)
+        out[i] = decoded[i] if i in decoded else decode_resized(path, size, crop_ratio, intensity, max_pixels)
     return out
 
 
@@ -95,18 +102,20 @@ def _upright(path: str | Path) -> bool:
     try:
         with Image.open(path) as image:
             return image.getexif().get(EXIF_ORIENTATION, 1) == 1
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return False  # let PIL's full decode report it
 
 
 @dataclass(frozen=True)
 class Decoding:
-    """How the cache decodes: the training size and crop, the decoder, and the 16-bit intensity mapping."""
+    """How the cache decodes: the training size and crop, the decoder, the 16-bit intensity mapping, and the
+    pixel limit (not in the cache's fingerprint: it only decides which files are bad, and those are left out)."""
 
     size: int
     crop_ratio: float | None = None
     decoder: str = "cpu"
     intensity: str = "fixed"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def _fill(out: np.ndarray | torch.Tensor, paths: Sequence[str], how: Decoding, threads: int) -> None:
@@ -116,12 +125,12 @@ def _fill(out: np.ndarray | torch.Tensor, paths: Sequence[str], how: Decoding, t
         chunk = 64
         for start in range(0, len(paths), chunk):
             target[start : start + chunk] = decode_resized_jpegs(
-                paths[start : start + chunk], how.size, how.crop_ratio, "cuda", how.intensity
+                paths[start : start + chunk], how.size, how.crop_ratio, "cuda", how.intensity, how.max_pixels
             )
         return
 
     def one(index: int) -> None:
-        target[index] = decode_resized(paths[index], how.size, how.crop_ratio, how.intensity)
+        target[index] = decode_resized(paths[index], how.size, how.crop_ratio, how.intensity, how.max_pixels)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         list(pool.map(one, range(len(paths))))

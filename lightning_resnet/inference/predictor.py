@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_resnet.data.datasets import ImageFileDataset
-from lightning_resnet.data.images import BadImagesError, find_bad_images, format_problems, list_images
+from lightning_resnet.data.images import BadImagesError, draft_side, find_bad_images, format_problems, list_images
 from lightning_resnet.data.transforms import eval_transform
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
@@ -51,11 +51,18 @@ def input_images(input_path: str | Path, recursive: bool = True) -> list[Path]:
 
 
 def image_dataset(model: ResNetClassifier, paths: Sequence[Path]) -> ImageFileDataset:
-    """`paths` as the model's inputs: read and transformed as the checkpoint's preprocessing says."""
+    """`paths` as the model's inputs: read and transformed as the checkpoint's preprocessing says.
+
+    Read as training read them: the same intensity mapping and the same reduced-scale decode of very
+    large JPEGs (`draft_size`); the pixel limit is the default one, as in `check_images`.
+    """
     spec = model.preprocessing
     if not spec:
         raise ConfigError("ckpt_path: the checkpoint has no preprocessing (written by an older version?)")
-    return ImageFileDataset(paths, transform=eval_transform(spec), intensity=spec.get("intensity", "fixed"))
+    draft = draft_side(spec["image_size"], spec.get("crop_ratio"))
+    return ImageFileDataset(
+        paths, transform=eval_transform(spec), intensity=spec.get("intensity", "fixed"), draft_size=draft
+    )
 
 
 def resolve_device(name: str) -> torch.device:

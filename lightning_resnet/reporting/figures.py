@@ -5,7 +5,10 @@ Each function returns a `Figure`; the caller saves it and/or logs it to TensorBo
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,11 +17,71 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from lightning_resnet.reporting.history import best_epoch
+
+log = logging.getLogger(__name__)
+
+# Families with Korean, Chinese and Japanese glyphs, the first installed one used: Debian's fonts-noto-cjk
+# (its .ttc files list as "Noto Sans CJK JP" in matplotlib), Nanum, Adobe's Source Han, macOS's, Windows'.
+CJK_FAMILIES = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK KR",
+    "Noto Sans KR",
+    "NanumGothic",
+    "Source Han Sans KR",
+    "Source Han Sans",
+    "Apple SD Gothic Neo",
+    "Malgun Gothic",
+)
+# Hangul jamo (names from macOS file systems come decomposed), CJK, kana, Hangul syllables, full-width forms.
+CJK_CHARACTERS = re.compile("[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+@functools.cache
+def cjk_font() -> str | None:
+    """The family name of an installed CJK font, or None (logged once, with the command that installs one).
+
+    Fonts installed after matplotlib cached its font list (`apt-get install fonts-noto-cjk` on a machine
+    that had drawn before) are added to the list first.
+    """
+    manager = font_manager.fontManager
+
+    def installed() -> str | None:
+        names = {font.name for font in manager.ttflist}
+        return next((family for family in CJK_FAMILIES if family in names), None)
+
+    if installed() is None:
+        known = {font.fname for font in manager.ttflist}
+        for path in font_manager.findSystemFonts():
+            if path not in known:
+                try:
+                    manager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # a font file FreeType cannot read
+                    continue
+    found = installed()
+    if found is None:
+        log.warning(
+            "class names in CJK script are drawn as boxes: no CJK font is installed (looked for %s); "
+            "install one, e.g. apt-get install fonts-noto-cjk",
+            ", ".join(CJK_FAMILIES),
+        )
+    return found
+
+
+def use_fonts_for(names: Sequence[str]) -> None:
+    """Before a figure shows `names`: an installed CJK font as the fallback family when they need one
+    (matplotlib's DejaVu Sans has no Korean); Latin text keeps the default font."""
+    if not any(CJK_CHARACTERS.search(str(name)) for name in names):
+        return
+    family = cjk_font()
+    families = list(plt.rcParams["font.family"])
+    if family is not None and family not in families:
+        plt.rcParams["font.family"] = [*families, family]
 
 
 def _cell_fontsize(num_classes: int) -> float:
@@ -31,6 +94,7 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> F
     Both panels are scikit-learn's `ConfusionMatrixDisplay`, the plot researchers know; cell text is
     left out above 30 classes, where it would not fit.
     """
+    use_fonts_for(class_names)
     counts = np.asarray(counts)
     totals = counts.sum(axis=1, keepdims=True)
     normalized = np.divide(counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0)
@@ -78,6 +142,7 @@ def curves_figure(history: Sequence[dict[str, Any]], monitor: str, mode: str) ->
 
 def embedding_figure(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """2-D points coloured by true class, with a legend of class names."""
+    use_fonts_for(class_names)
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     for index, name in enumerate(class_names):
@@ -100,6 +165,7 @@ def mistakes_figure(
     class_names: Sequence[str],
 ) -> Figure:
     """A grid of (H, W, 3) uint8 images titled `true -> predicted (confidence)`."""
+    use_fonts_for(class_names)
     count = max(1, len(images))
     cols = min(8, count)
     rows = math.ceil(count / cols)

@@ -80,10 +80,13 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> fl
         log.info("resume=true: %s finished before (best %s); skipped", job_dir.name, previous.get("best_score"))
         return previous.get("best_score")
     last = job_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") and cfg.get("ckpt_path") is None and last.is_file():
-        log.info("resume=true: continuing %s from %s", job_dir.name, last)
+    if cfg.get("resume") and cfg.get("ckpt_path") is None:
         with open_dict(cfg):
-            cfg.ckpt_path = str(last)
+            if last.is_file():
+                log.info("resume=true: continuing %s from %s", job_dir.name, last)
+                cfg.ckpt_path = str(last)
+            else:  # unfinished before its first last.ckpt: whatever it left is replaced, not refused
+                cfg.overwrite = True
     status: dict[str, Any] = {"status": "interrupted", "started": time.time()}
     environ = dict(os.environ)
     try:

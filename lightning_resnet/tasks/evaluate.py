@@ -20,7 +20,7 @@ from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_trainer
 from lightning_resnet.callbacks.reports import ReportWriter
 from lightning_resnet.checkpoints import read_checkpoint
-from lightning_resnet.errors import ConfigError
+from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.models.classifier import ResNetClassifier
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@exit_on_config_error
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

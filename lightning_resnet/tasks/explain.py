@@ -20,10 +20,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.errors import ConfigError
+from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.inference.predictor import check_images, image_dataset, input_images
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.collector import denormalize
+from lightning_resnet.reporting.figures import use_fonts_for
 from lightning_resnet.utils import require
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def class_index(target: str | int | None, class_names: list[str]) -> int | None:
 def run(cfg: DictConfig) -> list[Path]:
     model = ResNetClassifier.from_checkpoint(cfg.ckpt_path)
     class_names = [str(n) for n in model.hparams.class_names]
+    use_fonts_for(class_names)  # Korean class names in the titles
     layer = cfg.layer or last_conv_stage(model)
     chosen = class_index(cfg.target, class_names)
     out_dir = Path(cfg.output_dir)
@@ -106,6 +108,7 @@ def run(cfg: DictConfig) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="explain")
+@exit_on_config_error
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.errors import ConfigError
+from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.models.classifier import ResNetClassifier
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+@exit_on_config_error
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

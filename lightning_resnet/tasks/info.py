@@ -13,6 +13,7 @@ from torch import nn
 
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build, build_datamodule, pretrained_data_defaults
+from lightning_resnet.errors import exit_on_config_error
 from lightning_resnet.models.cost import ModelCost, model_cost
 
 
@@ -28,6 +29,7 @@ def describe(cfg: DictConfig) -> ModelCost:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="info")
+@exit_on_config_error
 def main(cfg: DictConfig) -> None:
     print(f"{cfg.model.arch} (weights={cfg.model.get('weights')}): {describe(cfg).summary()}")
 

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lightning_resnet import CONFIG_DIR
-from lightning_resnet.errors import ConfigError
+from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.inference.predictor import Prediction, input_images, predict_images, resolve_device
 from lightning_resnet.models.classifier import ResNetClassifier
 
@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> list[Prediction]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@exit_on_config_error
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

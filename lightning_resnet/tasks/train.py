@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
@@ -24,25 +27,48 @@ from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter
-from lightning_resnet.errors import ConfigError
+from lightning_resnet.checkpoints import resume_checkpoint
+from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.inference.predictor import input_images, predict_images
 from lightning_resnet.inference.writers import write_kaggle_csv
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.history import best_value
+from lightning_resnet.run_folder import own_run_folder
 from lightning_resnet.sweeps.jobs import pin_ddp_children, run_job
 from lightning_resnet.sweeps.plugins import missing_plugin_message
 
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("acc", "f1", "precision", "recall", "loss")
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM  # what a shell reports for a process a SIGTERM ended: 143
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test as the config says; returns the content of `metrics.json`."""
+    """Fit and test as the config says; returns the content of `metrics.json`.
+
+    Before anything is built, `ckpt_path` is checked (`resume_checkpoint`) and the run folder claimed
+    (`own_run_folder`). A SIGTERM ends the process with status 143 once `LastCheckpoint` saved the state,
+    so shells, SLURM and CI do not take a killed run for a finished one (Lightning exits 0).
+    """
     started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    resume_from = resume_checkpoint(cfg)
+    with own_run_folder(cfg, output_dir, resuming=resume_from is not None):
+        try:
+            return fit_and_test(cfg, output_dir, resume_from, started)
+        except SIGTERMException:
+            log.error(
+                "SIGTERM: stopped before the run finished (no metrics.json); continue it with "
+                "`python -m lightning_resnet hydra.run.dir=%s ckpt_path=last [same overrides]` (a sweep: resume=true)",
+                output_dir,
+            )
+            raise SystemExit(SIGTERM_EXIT_STATUS) from None
+
+
+def fit_and_test(cfg: DictConfig, output_dir: Path, resume_from: str | None, started: float) -> dict[str, Any]:
+    """The run itself, in a folder this process owns."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = build_datamodule(cfg)
@@ -53,9 +79,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     score = monitored_score(cfg, trainer)
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = best_checkpoint_callback(trainer)
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     test_results: list[dict[str, float]] = []
     if cfg.get("test", True):
@@ -146,10 +172,16 @@ def collect_metrics(
 def monitored_score(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
     """After fitting: the best `monitor` value the checkpoint callback saw; without a scored checkpoint
     (no checkpoint callback, `fast_dev_run`), the last value logged, so a sweeper still gets a number."""
-    score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    score = getattr(best_checkpoint_callback(trainer), "best_model_score", None)
     if score is None:
         score = trainer.callback_metrics.get(cfg.monitor)
     return float(score) if score is not None else None
+
+
+def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The callback keeping the best checkpoint: `trainer.checkpoint_callback` is whichever checkpoint
+    callback comes first, which may be `LastCheckpoint`."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -169,6 +201,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@exit_on_config_error
 def main(cfg: DictConfig) -> float | None:
     return run_job(cfg, run)
 
