@@ -23,6 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 
+from lightning_resnet.callbacks.lr_finder import FIND as LR_FIND
+from lightning_resnet.callbacks.lr_finder import LRFinder
 from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
@@ -181,7 +183,8 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
     `augment.ops` transform training images; `augment.batch` (MixUp/CutMix) mixes training batches.
     """
     from_weights = pretrained_data_defaults(cfg)
-    check_numbers(cfg, data=from_weights)  # first: a typed-in number fails here, before anything is built
+    # first: a typed-in number fails here, before anything is built
+    check_numbers(cfg, data=from_weights, optimizer=lr_to_find(cfg))
     augment = build(cfg.get("augment"), "augment", _convert_="all") or {}
     datamodule = build(
         cfg.data,
@@ -204,7 +207,30 @@ def build_loss(cfg: DictConfig, datamodule: ClassificationDataModule) -> Any:
     return build(loss_cfg, "loss")
 
 
+def lr_to_find(cfg: DictConfig) -> dict[str, float]:
+    """`optimizer.lr=find` -> {"lr": the finder's min_lr}, a stand-in the `LRFinder` callback replaces with its
+    suggestion before training; {} for a number. `find` without that callback is a `ConfigError`."""
+    if OmegaConf.select(cfg, "optimizer.lr") != LR_FIND:
+        return {}
+    nodes = [node for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
+    finder = next((node for node in nodes if _is_subclass(node._target_, LRFinder)), None)
+    if finder is None:
+        raise ConfigError("optimizer.lr=find needs the lr finder: add callbacks=[default,lr_finder]")
+    return {"lr": float(finder.get("min_lr", 1e-6))}
+
+
+def _is_subclass(target: str, cls: type) -> bool:
+    try:
+        obj = get_object(target)
+    except Exception:  # building it reports that, naming the key
+        return False
+    return isinstance(obj, type) and issubclass(obj, cls)
+
+
 def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> ResNetClassifier:
+    optimizer_cfg = cfg.get("optimizer")
+    if lr := lr_to_find(cfg):
+        optimizer_cfg = OmegaConf.merge(optimizer_cfg, lr)
     return build(
         cfg.model,
         "model",
@@ -212,7 +238,7 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule) -> ResNet
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         loss=build_loss(cfg, datamodule),
-        optimizer=build(cfg.get("optimizer"), "optimizer"),
+        optimizer=build(optimizer_cfg, "optimizer"),
         scheduler=build(cfg.get("scheduler"), "scheduler"),
     )
 

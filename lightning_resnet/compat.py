@@ -16,7 +16,7 @@ from typing import Any
 # with repeats (which synced val/test metrics would count twice). Lightning keeps it in `overrides`.
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
-__all__ = ["UnrepeatedDistributedSampler", "nested_schedulers", "set_last_lrs"]
+__all__ = ["UnrepeatedDistributedSampler", "event_file_writer", "nested_schedulers", "set_last_lrs"]
 
 
 def nested_schedulers(schedulers: Sequence[Any]) -> Iterator[Any]:
@@ -33,3 +33,9 @@ def set_last_lrs(scheduler: Any, lrs: list[float]) -> None:
     fine-tuning strategy changed a parameter group's LR outside the schedule."""
     if hasattr(scheduler, "_last_lr"):
         scheduler._last_lr = list(lrs)
+
+
+def event_file_writer(writer: Any) -> Any:
+    """The event-file writer behind a `SummaryWriter` (its private `_get_file_writer`), for summaries written
+    as built protos: the HParams row whose metrics point at existing scalar tags (`reporting.tensorboard`)."""
+    return writer._get_file_writer()

@@ -8,7 +8,7 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
-from lightning_resnet.compat import UnrepeatedDistributedSampler, nested_schedulers, set_last_lrs
+from lightning_resnet.compat import UnrepeatedDistributedSampler, event_file_writer, nested_schedulers, set_last_lrs
 
 
 def test_unrepeated_sampler_deals_each_sample_to_exactly_one_rank():
@@ -30,6 +30,19 @@ def test_set_last_lrs_is_what_get_last_lr_reports():
     scheduler = CosineAnnealingLR(optimizer, T_max=5)
     set_last_lrs(scheduler, [0.5])
     assert scheduler.get_last_lr() == [0.5]
+
+
+def test_event_file_writer_writes_a_built_summary(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import scalar
+
+    writer = SummaryWriter(tmp_path)
+    event_file_writer(writer).add_summary(scalar("val/acc", 0.5), 3)
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("val/acc")] == [(3, 0.5)]
 
 
 @pytest.mark.slow

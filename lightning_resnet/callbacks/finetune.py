@@ -113,11 +113,13 @@ class FinetuneStrategy(BaseFinetuning):
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         total = sum(p.numel() for p in pl_module.parameters())
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(trainer.optimizers[0].param_groups)}
-        if not self.phases or self.phases[-1]["trainable"] != trainable:
+        changed = bool(self.phases) and self.phases[-1]["trainable"] != trainable
+        if not self.phases or changed:
             log.info("epoch %d: %s of %s parameters trainable; LR %s", trainer.current_epoch, trainable, total, lrs)
         self.phases.append({"epoch": trainer.current_epoch, "trainable": trainable, "total": total, "lr": lrs})
-        for logger in trainer.loggers:
-            logger.log_metrics({"params/trainable": trainable}, step=trainer.global_step)
+        if changed:  # an unfreeze: the next point of `ModelCostReport`'s `model/params_trainable` (step 0)
+            for logger in trainer.loggers:
+                logger.log_metrics({"model/params_trainable": trainable}, step=trainer.global_step)
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch or not self.frozen:

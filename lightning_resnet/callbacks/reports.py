@@ -72,6 +72,7 @@ class ReportWriter(pl.Callback):
         self.train_samples = train_samples
         self.seed = seed or 0
         self.history: list[dict[str, Any]] | None = None  # set by tasks without a MetricHistory (evaluate)
+        self.hparams: dict[str, Any] | None = None  # the run's HParams row (`run_hparams`), set by the tasks
         self.summary: dict[str, Any] = {}
         self._collector: OutputCollector | None = None
         self._features: torch.Tensor | None = None
@@ -175,14 +176,20 @@ class ReportWriter(pl.Callback):
             thumbnails[chosen],
             step,
         )
-        results = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        for key in ("train/acc", "val/acc"):
-            value = best_value(history or [], key)
-            if value is not None:
-                results[f"best_{key.replace('/', '_')}"] = value
-        if self.summary.get("silhouette") is not None:
-            results["silhouette"] = self.summary["silhouette"]
-        log_hparams_with_results(logger, results, step)
+        # Figures that are no curve yet, logged once each, in the group of their split: `train/best_acc`,
+        # `val/best_acc` (best epoch of the run), `test/silhouette`. A `best/` or `hparams/` group would sort
+        # ahead of `test/`, `train/`, `val/` in the Time Series tab and repeat what those hold.
+        extra = {f"{key.split('/')[0]}/best_acc": best_value(history or [], key) for key in ("train/acc", "val/acc")}
+        extra["test/silhouette"] = self.summary.get("silhouette")
+        extra = {k: float(v) for k, v in extra.items() if v is not None}
+        if extra:
+            logger.log_metrics(extra, step=step)
+        # The HParams row's metrics: existing tags of this run (the plugin shows their last values).
+        logged = [k for k in trainer.callback_metrics if k.startswith("test/")]
+        fitted = _history(trainer) or [{}]  # a run that fitted has its epoch curves in the event file
+        logged = [*(k for k in ("val/acc", "val/loss") if fitted[-1].get(k) is not None), *logged]
+        if self.hparams is not None:
+            log_hparams_with_results(logger, self.hparams, [*logged, *sorted(extra)])
         logger.experiment.flush()
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from google.protobuf import struct_pb2
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from lightning_resnet.compat import event_file_writer
 
 # Train and val of one metric on one chart (TensorBoard's "Custom Scalars" tab).
 CURVES_LAYOUT = {
@@ -20,6 +28,18 @@ CURVES_LAYOUT = {
 PROJECTOR_TAG = "test_features"
 
 
+class DashboardLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger without the `epoch` scalar.
+
+    Lightning adds `epoch` to every metric logged with `self.log` (with no way to turn it off); in
+    TensorBoard that is a staircase chart of step against epoch, first in the Time Series tab (tag groups
+    sort by name), ahead of the curves. The CSV logger keeps it (its `epoch` column is useful there).
+    """
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
 def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
@@ -28,12 +48,54 @@ def log_curves_layout(logger: TensorBoardLogger) -> None:
     logger.experiment.add_custom_scalars(CURVES_LAYOUT)
 
 
-def log_hparams_with_results(logger: TensorBoardLogger, results: dict[str, float], step: int) -> None:
-    """The run's hyper-parameters (as logged so far) with its final figures, for the HParams table.
+def log_run_hparams(trainer: pl.Trainer, hparams: Mapping[str, Any]) -> None:
+    """Give every logger the run's hyper-parameters (`run_hparams`; TensorBoard: `hparams.yaml`), and the
+    report writer the HParams row it writes with the final figures once the test ends."""
+    from lightning_resnet.callbacks.reports import ReportWriter  # (it imports this module)
 
-    Results go under `hparams/` so they do not collide with the epoch curves of the same metrics.
+    row = {k: v for k, v in hparams.items() if v is not None}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(row)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ReportWriter):
+            callback.hparams = row
+
+
+def log_hparams_with_results(logger: TensorBoardLogger, hparams: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+    """The run's HParams row: `hparams` (see `run_hparams`) with the final figures of `metric_tags`.
+
+    The metrics are declared, not logged: the HParams plugin shows each one's last value from the scalar
+    tag of the same name in the run (`val/acc`, `test/acc`, ...), so no figure is logged twice under two names.
+    Written to the event file directly: Lightning's `log_hyperparams(params, metrics)` would log the metrics
+    once more as scalars and stringify the values.
     """
-    logger.log_hyperparams(logger.hparams, metrics={f"hparams/{k}": v for k, v in results.items()}, step=step)
+    booleans = {k: v for k, v in hparams.items() if isinstance(v, bool)}
+    others = {k: v for k, v in hparams.items() if k not in booleans}
+    experiment, start, end = hparams_summary(others, {tag: 0.0 for tag in metric_tags})
+    _add_booleans(experiment, start, booleans)  # torch's `hparams` writes bools as numbers (1.0/0.0)
+    writer = event_file_writer(logger.experiment)
+    for summary in (experiment, start, end):
+        writer.add_summary(summary)
+
+
+def _add_booleans(experiment: Any, start: Any, booleans: Mapping[str, bool]) -> None:
+    """Boolean hparams as booleans (a true/false filter in the HParams tab) in torch's summaries."""
+    for summary, add in ((experiment, _add_bool_infos), (start, _add_bool_values)):
+        plugin_data = summary.value[0].metadata.plugin_data
+        content = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+        add(content, booleans)
+        plugin_data.content = content.SerializeToString()
+
+
+def _add_bool_infos(content: Any, booleans: Mapping[str, bool]) -> None:
+    for name in booleans:
+        domain = struct_pb2.ListValue(values=[struct_pb2.Value(bool_value=b) for b in (False, True)])
+        content.experiment.hparam_infos.add(name=name, type=api_pb2.DATA_TYPE_BOOL, domain_discrete=domain)
+
+
+def _add_bool_values(content: Any, booleans: Mapping[str, bool]) -> None:
+    for name, value in booleans.items():
+        content.session_start_info.hparams[name].bool_value = value
 
 
 def log_projector(
@@ -55,3 +117,147 @@ def log_projector(
         global_step=step,
         tag=PROJECTOR_TAG,
     )
+
+
+# The HParams table: the choices a user makes, under short names, each once (`run_hparams`).
+# Keys a sweep may override that a curated column already shows (no second column for the same value).
+_OVERRIDE_COLUMNS = {
+    "model": "model",
+    "model.arch": "model",
+    "model.weights": "weights",
+    "optimizer": "optimizer",
+    "optimizer.lr": "lr",
+    "optimizer.weight_decay": "weight_decay",
+    "optimizer.momentum": "momentum",
+    "scheduler": "scheduler",
+    "loss": "loss",
+    "loss.gamma": "gamma",
+    "loss.label_smoothing": "label_smoothing",
+    "data": "data",
+    "data.root": "data",
+    "data.batch_size": "batch_size",
+    "data.image_size": "image_size",
+    "trainer.max_epochs": "epochs",
+    "finetune": "finetune",
+    "augment": "augment",
+    "seed": "seed",
+}
+# Overrides that are no choice of the model or its training: where things go, how the run is launched.
+_NOT_HPARAMS = ("hydra", "paths", "callbacks", "logger", "launcher", "hparams_search", "debug", "experiment")
+_NOT_HPARAM_KEYS = {"ckpt_path", "resume", "overwrite", "test", "test_checkpoint", "kaggle_submission", "claim_device"}
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The run's row of the HParams table: model, weights, optimizer (class), lr, weight decay, momentum,
+    scheduler, loss (+ gamma / label smoothing), batch size, epochs, image size, finetune, augment, seed,
+    data, plus every other key the job's command line (a sweep's `hydra.overrides.task`) set.
+
+    Values keep their type (bools stay bools); unset (null) values are left out, as are `_target_`s,
+    paths and callback settings. Keys only present in the config are shown (evaluate has no optimizer).
+    """
+    choices = _hydra_choices(cfg)
+    row: dict[str, Any] = {
+        "model": OmegaConf.select(cfg, "model.arch"),
+        "weights": OmegaConf.select(cfg, "model.weights"),
+        "optimizer": _class_name(OmegaConf.select(cfg, "optimizer._target_")),
+        "lr": OmegaConf.select(cfg, "optimizer.lr"),
+        "weight_decay": OmegaConf.select(cfg, "optimizer.weight_decay"),
+        "momentum": OmegaConf.select(cfg, "optimizer.momentum"),
+        "scheduler": _scheduler_name(cfg),
+        "loss": _class_name(OmegaConf.select(cfg, "loss._target_")),
+        "gamma": OmegaConf.select(cfg, "loss.gamma"),
+        "label_smoothing": OmegaConf.select(cfg, "loss.label_smoothing"),
+        "batch_size": OmegaConf.select(cfg, "data.batch_size"),
+        "epochs": OmegaConf.select(cfg, "trainer.max_epochs"),
+        "image_size": OmegaConf.select(cfg, "data.image_size"),
+        "finetune": choices.get("finetune") or _finetune_name(cfg),
+        "augment": choices.get("augment") or _augment_name(cfg),
+        "seed": OmegaConf.select(cfg, "seed"),
+        "data": _data_name(cfg, choices.get("data")),
+    }
+    for key, value in _task_overrides(cfg):
+        column = _OVERRIDE_COLUMNS.get(key, key)
+        if column in row or key.split(".")[0] in _NOT_HPARAMS or key in _NOT_HPARAM_KEYS:
+            continue
+        if key.endswith(("_dir", "_path", "root")) or "/" in value:
+            continue  # a path
+        selected = OmegaConf.select(cfg, key, default=value)
+        row[column] = selected if isinstance(selected, (bool, int, float, str)) else value
+    return {k: _scalar(v) for k, v in row.items() if v is not None}
+
+
+def _scalar(value: Any) -> bool | int | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _class_name(target: str | None) -> str | None:
+    return target.rsplit(".", 1)[-1] if target else None
+
+
+def _scheduler_name(cfg: DictConfig) -> str | None:
+    if "scheduler" not in cfg:
+        return None
+    return _class_name(OmegaConf.select(cfg, "scheduler._target_")) or "none"  # scheduler=none: an empty node
+
+
+def _finetune_name(cfg: DictConfig) -> str | None:
+    node = cfg.get("finetune")
+    if not node:
+        return None
+    if node.get("freeze_before") is None:
+        return "full"
+    unfreeze = node.get("unfreeze_at_epoch")
+    return f"freeze_before={node.freeze_before}" + (f",unfreeze_at={unfreeze}" if unfreeze is not None else "")
+
+
+def _augment_name(cfg: DictConfig) -> str | None:
+    node = cfg.get("augment")
+    if node is None:
+        return None
+    ops = [*(node.get("ops") or []), *(node.get("batch") or [])]
+    return "+".join(_class_name(op.get("_target_")) or "?" for op in ops) or "none"
+
+
+def _data_name(cfg: DictConfig, choice: str | None) -> str | None:
+    """The data's root folder name (`data=folder data.root=...` runs differ by it), else its config name."""
+    root = OmegaConf.select(cfg, "data.root", default=None, throw_on_missing=False)
+    if isinstance(root, str) and root:
+        return Path(root).name
+    if choice:
+        return choice
+    target = _class_name(OmegaConf.select(cfg, "data._target_"))
+    return target.removesuffix("DataModule").lower() if target else None
+
+
+def _hydra_node(cfg: DictConfig) -> DictConfig | None:
+    """The job's Hydra config: `cfg.hydra` (compose with return_hydra_config), else HydraConfig when it is
+    this run's (a global, which a process that ran other jobs before may still hold)."""
+    if "hydra" in cfg:
+        return cfg.hydra
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_missing=False)
+    try:
+        same_run = output_dir is not None and Path(hydra_cfg.runtime.output_dir) == Path(output_dir)
+    except Exception:  # an interpolation that does not resolve
+        same_run = False
+    return hydra_cfg if same_run else None
+
+
+def _hydra_choices(cfg: DictConfig) -> dict[str, str]:
+    node = _hydra_node(cfg)
+    choices = OmegaConf.select(node, "runtime.choices", default=None) if node is not None else None
+    return {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
+
+
+def _task_overrides(cfg: DictConfig) -> list[tuple[str, str]]:
+    """`hydra.overrides.task` as (key, value): `+key=v`, `++key=v` and `key=v` alike; `~key` deletions left out."""
+    node = _hydra_node(cfg)
+    overrides = OmegaConf.select(node, "overrides.task", default=None) if node is not None else None
+    pairs = []
+    for item in overrides or []:
+        key, sep, value = str(item).partition("=")
+        if sep and not key.startswith("~"):
+            pairs.append((key.lstrip("+"), value))
+    return pairs

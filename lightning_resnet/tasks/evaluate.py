@@ -14,7 +14,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_trainer
@@ -22,6 +22,7 @@ from lightning_resnet.callbacks.reports import ReportWriter
 from lightning_resnet.checkpoints import read_checkpoint
 from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.models.classifier import ResNetClassifier
+from lightning_resnet.reporting.tensorboard import log_run_hparams, run_hparams
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     reports = next((c for c in trainer.callbacks if isinstance(c, ReportWriter)), None)
     if reports is not None:
         reports.history = checkpoint_history(cfg.ckpt_path)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_run_hparams(trainer, {"model": model.hparams.get("arch"), **run_hparams(cfg)})
     results = trainer.test(model, datamodule=datamodule)
     metrics = {
         "checkpoint": str(cfg.ckpt_path),

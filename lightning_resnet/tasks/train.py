@@ -16,7 +16,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -25,6 +25,7 @@ from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
 from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
+from lightning_resnet.callbacks.lr_finder import LRFinder
 from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter
 from lightning_resnet.checkpoints import resume_checkpoint
@@ -33,6 +34,7 @@ from lightning_resnet.inference.predictor import input_images, predict_images
 from lightning_resnet.inference.writers import write_kaggle_csv
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.history import best_value
+from lightning_resnet.reporting.tensorboard import log_run_hparams, run_hparams
 from lightning_resnet.run_folder import own_run_folder
 from lightning_resnet.sweeps.jobs import pin_ddp_children, run_job
 from lightning_resnet.sweeps.plugins import missing_plugin_message
@@ -76,8 +78,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, resume_from: str | None, sta
     trainer = build_trainer(cfg)
     if isinstance(trainer.strategy, DDPStrategy):  # before fit, which starts the other ranks
         pin_ddp_children(output_dir)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_run_hparams(trainer, run_hparams(cfg))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     score = monitored_score(cfg, trainer)
@@ -166,6 +167,7 @@ def collect_metrics(
         "wall_time_s": round(wall_s, 2),
         "resumed_from": cfg.get("ckpt_path"),
         "model": cost.as_dict() if cost else None,
+        "lr_find": next((c.summary for c in trainer.callbacks if isinstance(c, LRFinder) and c.summary), None),
     }
 
 
