@@ -23,6 +23,7 @@ from lightning_resnet.data.base import ClassificationDataModule
 from lightning_resnet.data.cache import ResultCache, fingerprint
 from lightning_resnet.data.datasets import ImageFileDataset, PixelDataset
 from lightning_resnet.data.images import (
+    BAD_IMAGE_POLICIES,
     DEFAULT_MAX_PIXELS,
     INTENSITY,
     BadImagesError,
@@ -39,8 +40,6 @@ from lightning_resnet.errors import ConfigError
 from lightning_resnet.utils import available_cpus
 
 log = logging.getLogger(__name__)
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def _positive_count(value: object) -> bool:

@@ -39,6 +39,7 @@ from lightning_resnet.errors import ConfigError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SKIPPED_DIRS = frozenset({"__MACOSX"})  # macOS zip metadata; hidden folders are skipped too
 INTENSITY = ("fixed", "per_image")
+BAD_IMAGE_POLICIES = ("error", "skip")  # stop listing every bad file, or leave them out naming them
 # PIL's own error threshold (2 x its default Image.MAX_IMAGE_PIXELS): no image PIL read before is refused,
 # and one decode stays under ~540 MB (RGB); `data.max_image_pixels` changes it.
 DEFAULT_MAX_PIXELS = 178_956_970

@@ -17,15 +17,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_resnet.data.datasets import ImageFileDataset
-from lightning_resnet.data.images import BadImagesError, draft_side, find_bad_images, format_problems, list_images
+from lightning_resnet.data.images import (
+    BAD_IMAGE_POLICIES,
+    BadImagesError,
+    draft_side,
+    find_bad_images,
+    format_problems,
+    list_images,
+)
 from lightning_resnet.data.transforms import eval_transform
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.utils import available_cpus
 
 log = logging.getLogger(__name__)
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass
