@@ -9,6 +9,7 @@ and the hyper-parameters with the final figures in the HParams tab.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,14 @@ def _normalization(pl_module: pl.LightningModule) -> tuple[list[float], list[flo
 def _history(trainer: pl.Trainer) -> list[dict[str, Any]] | None:
     history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
     return history.epochs if history is not None else None
+
+
+def log_run_hparams(trainer: pl.Trainer, hparams: Mapping[str, Any]) -> None:
+    """Give every logger the run's hyper-parameters (`run_hparams`; TensorBoard: `hparams.yaml`), and the
+    report writer the HParams row it writes with the final figures once the test ends."""
+    row = {k: v for k, v in hparams.items() if v is not None}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(row)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ReportWriter):
+            callback.hparams = row

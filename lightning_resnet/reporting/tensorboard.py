@@ -48,19 +48,6 @@ def log_curves_layout(logger: TensorBoardLogger) -> None:
     logger.experiment.add_custom_scalars(CURVES_LAYOUT)
 
 
-def log_run_hparams(trainer: pl.Trainer, hparams: Mapping[str, Any]) -> None:
-    """Give every logger the run's hyper-parameters (`run_hparams`; TensorBoard: `hparams.yaml`), and the
-    report writer the HParams row it writes with the final figures once the test ends."""
-    from lightning_resnet.callbacks.reports import ReportWriter  # (it imports this module)
-
-    row = {k: v for k, v in hparams.items() if v is not None}
-    for logger in trainer.loggers:
-        logger.log_hyperparams(row)
-    for callback in trainer.callbacks:
-        if isinstance(callback, ReportWriter):
-            callback.hparams = row
-
-
 def log_hparams_with_results(logger: TensorBoardLogger, hparams: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
     """The run's HParams row: `hparams` (see `run_hparams`) with the final figures of `metric_tags`.
 

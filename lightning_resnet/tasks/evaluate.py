@@ -18,11 +18,11 @@ from omegaconf import DictConfig, open_dict
 
 from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_trainer
-from lightning_resnet.callbacks.reports import ReportWriter
+from lightning_resnet.callbacks.reports import ReportWriter, log_run_hparams
 from lightning_resnet.checkpoints import read_checkpoint
 from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.models.classifier import ResNetClassifier
-from lightning_resnet.reporting.tensorboard import log_run_hparams, run_hparams
+from lightning_resnet.reporting.tensorboard import run_hparams
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
 from lightning_resnet.callbacks.lr_finder import LRFinder
 from lightning_resnet.callbacks.model_cost import ModelCostReport
-from lightning_resnet.callbacks.reports import ReportWriter
+from lightning_resnet.callbacks.reports import ReportWriter, log_run_hparams
 from lightning_resnet.checkpoints import resume_checkpoint
 from lightning_resnet.errors import ConfigError, exit_on_config_error
 from lightning_resnet.inference.predictor import input_images, predict_images
 from lightning_resnet.inference.writers import write_kaggle_csv
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.history import best_value
-from lightning_resnet.reporting.tensorboard import log_run_hparams, run_hparams
+from lightning_resnet.reporting.tensorboard import run_hparams
 from lightning_resnet.run_folder import own_run_folder
 from lightning_resnet.sweeps.jobs import pin_ddp_children, run_job
 from lightning_resnet.sweeps.plugins import missing_plugin_message
