@@ -59,6 +59,18 @@ def require_system_font(lang: str, package: str) -> None:
         pytest.skip(message)
 
 
+def require_tool(executable: str, install: str) -> str:
+    """The path of a system program (a SLURM client, Ray's CLI, Chromium), or skip with `install`, the
+    command that provides it; under CI (`CI=true`), which installs it, fail instead, as `require_extra`."""
+    path = shutil.which(executable)
+    if path is None:
+        message = f"needs `{executable}`: {install}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI installs it: see .ci/run)")
+        pytest.skip(message)
+    return path
+
+
 def compose_config(
     output_dir: Path,
     overrides: list[str] | tuple[str, ...] = (),

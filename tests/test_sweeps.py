@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lightning_resnet.builders import build_datamodule
-from lightning_resnet.sweeps import layout, plugins
+from lightning_resnet.sweeps import jobs, layout, plugins
 from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
 from lightning_resnet.sweeps.summary import write_summary
 from lightning_resnet.tasks.train import cli
@@ -305,6 +305,40 @@ def test_ddp_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path, ddp
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in the job's folder
         metrics = read_json(sweep / job / "metrics.json")
         assert metrics["test"]["test/acc"] > 0 and read_json(sweep / job / "status.json")["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_a_failing_ddp_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    """Lightning SIGKILLs a DDP job's process group when a rank fails; the sweep's driver is not in it."""
+    sweep = tmp_path / "sweep"
+    run_cli(tmp_path, "trainer=ddp_sim", "optimizer.lr=-1.0,0.01", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    rows = summary_rows(sweep)
+    assert rows["optimizer.lr=-1.0"]["status"] == "failed"
+    assert "Invalid learning rate" in rows["optimizer.lr=-1.0"]["error"]
+    assert rows["optimizer.lr=0.01"]["status"] == "ok"
+    assert read_json(sweep / "optimizer.lr=0.01" / "metrics.json")["test"]["test/acc"] > 0
+
+
+@pytest.mark.parametrize(
+    ("trainer", "environ", "expected"),
+    [
+        ({"accelerator": "cpu", "devices": 2}, {}, True),
+        ({"accelerator": "cpu", "devices": 1}, {}, False),
+        ({"accelerator": "cpu", "devices": 1, "num_nodes": 2}, {}, True),
+        ({"accelerator": "gpu", "devices": [0, 1]}, {}, True),
+        ({"accelerator": "gpu", "devices": "0,"}, {}, False),
+        ({"accelerator": "cpu", "devices": "auto"}, {}, False),
+        ({"accelerator": "cpu", "devices": 2}, {"SLURM_NTASKS": "2"}, False),  # srun started the ranks
+        ({"accelerator": "cpu", "devices": 2}, {"TORCHELASTIC_RUN_ID": "x"}, False),  # torchrun did
+        ({"accelerator": "cpu", "devices": 2, "strategy": "single_device"}, {}, False),
+    ],
+)
+def test_a_job_runs_in_a_child_process_when_lightning_would_start_its_ranks(monkeypatch, trainer, environ, expected):
+    for name in ("SLURM_NTASKS", *jobs.EXTERNAL_LAUNCH_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert jobs.starts_own_ranks(OmegaConf.create(trainer)) is expected
 
 
 @pytest.mark.slow
