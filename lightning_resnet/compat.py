@@ -9,6 +9,8 @@ Lightning's result collection to compute, sync and reset them at the epoch's end
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,7 +18,13 @@ from typing import Any
 # with repeats (which synced val/test metrics would count twice). Lightning keeps it in `overrides`.
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
-__all__ = ["UnrepeatedDistributedSampler", "event_file_writer", "nested_schedulers", "set_last_lrs"]
+__all__ = [
+    "UnrepeatedDistributedSampler",
+    "event_file_writer",
+    "nested_schedulers",
+    "quiet_search_bar",
+    "set_last_lrs",
+]
 
 
 def nested_schedulers(schedulers: Sequence[Any]) -> Iterator[Any]:
@@ -39,3 +47,22 @@ def event_file_writer(writer: Any) -> Any:
     """The event-file writer behind a `SummaryWriter` (its private `_get_file_writer`), for summaries written
     as built protos: the HParams row whose metrics point at existing scalar tags (`reporting.tensorboard`)."""
     return writer._get_file_writer()
+
+
+@contextlib.contextmanager
+def quiet_search_bar(quiet: bool) -> Iterator[None]:
+    """While the range test runs, no tqdm bar when `quiet`: Lightning builds the search's bar itself
+    (`tqdm(desc="Finding best initial lr")` in `pytorch_lightning.tuner.lr_finder`, refreshed at every
+    step, which off a terminal is a line per step), with no option to turn it off; its module's `tqdm`
+    is replaced by a disabled one for that time."""
+    from pytorch_lightning.tuner import lr_finder as lightning_lr_finder
+
+    original = getattr(lightning_lr_finder, "tqdm", None)
+    if not quiet or original is None:
+        yield
+        return
+    lightning_lr_finder.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lightning_lr_finder.tqdm = original

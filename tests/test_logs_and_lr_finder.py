@@ -11,6 +11,7 @@ import pytest
 from pytorch_lightning.callbacks import TQDMProgressBar
 
 from lightning_resnet.callbacks.progress import EpochLogLine, progress_bar
+from lightning_resnet.compat import quiet_search_bar
 from lightning_resnet.errors import ConfigError
 from tests.conftest import FAST, read_json
 
@@ -51,6 +52,39 @@ def test_non_tty_run_logs_one_line_per_epoch(tmp_path):
     assert lines == ["1", "2"], output
     assert "\r" not in output
     assert len(EPOCH_LINE.findall((tmp_path / "run" / "train.log").read_text())) == 2
+
+
+def test_the_finder_bar_is_quiet_only_when_asked():
+    """Pins the private name it replaces: `pytorch_lightning.tuner.lr_finder.tqdm`, the search's bar."""
+    from pytorch_lightning.tuner import lr_finder as lightning_lr_finder
+
+    original = lightning_lr_finder.tqdm
+    with quiet_search_bar(True):
+        bar = lightning_lr_finder.tqdm(desc="Finding best initial lr", total=3)
+        assert bar.disable
+        bar.close()
+    assert lightning_lr_finder.tqdm is original
+    with quiet_search_bar(False):
+        assert lightning_lr_finder.tqdm is original
+
+
+@pytest.mark.slow
+def test_non_tty_run_with_the_lr_finder_has_no_bar_refreshes(tmp_path):
+    finder = ["callbacks=[default,lr_finder]", "callbacks.lr_finder.num_training=8"]
+    finder += ["callbacks.lr_finder.early_stop_threshold=null", "trainer.limit_train_batches=8"]
+    overrides = [f"hydra.run.dir={tmp_path / 'run'}", *FAST, *TINY, *finder, "callbacks.reports=null"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lightning_resnet", *overrides],
+        cwd=tmp_path,
+        capture_output=True,  # pipes: stdout and stderr are no TTY
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Finding best initial lr" not in output and "\r" not in output, output  # no tqdm refresh
+    assert len(re.findall(r"lr finder: suggestion \S+ \(8 steps from 1e-06 to 1\)", output)) == 1, output
+    assert EPOCH_LINE.findall(output) == ["1", "2"], output
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from lightning_resnet.reporting.classification_report import (
 from lightning_resnet.reporting.collector import OutputCollector, merge_ranks
 from lightning_resnet.reporting.figures import confusion_matrix_figure, curves_figure
 from lightning_resnet.reporting.history import best_epoch, best_value
+from lightning_resnet.reporting.tensorboard import dashboard_tag
 from tests.conftest import read_json
 
 REPORT_FILES = (
@@ -63,10 +64,14 @@ def test_tensorboard_events_hold_scalars_hparams_images_and_projector(trained_di
     events.Reload()
     tags = events.Tags()
 
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(tags["scalars"])
-    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([r["val/acc"] for r in read_history(out)])
-    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test"]["test/acc"])
-    assert events.Scalars("test/silhouette")[-1].value == pytest.approx(metrics["report"]["silhouette"])
+    def scalars(key: str) -> list:  # where DashboardLogger logs a metric: its split's run, `dashboard_tag`
+        run, tag = dashboard_tag(key)
+        return EventAccumulator(str(out / "tensorboard" / run), size_guidance={"scalars": 0}).Reload().Scalars(tag)
+
+    assert all(scalars(key) for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc"))
+    assert [e.value for e in scalars("val/acc")] == pytest.approx([r["val/acc"] for r in read_history(out)])
+    assert scalars("test/acc")[-1].value == pytest.approx(metrics["test"]["test/acc"])
+    assert scalars("test/silhouette")[-1].value == pytest.approx(metrics["report"]["silhouette"])
     assert "custom_scalars__config__" in tags["tensors"]
 
     images = set(tags["images"])
@@ -77,7 +82,7 @@ def test_tensorboard_events_hold_scalars_hparams_images_and_projector(trained_di
 
     hparams = events.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
-    assert {"test/acc", "val/best_acc", "test/silhouette"} <= {m.name.tag for m in experiment.metric_infos}
+    assert {"test/acc", "val/best_acc", "test/silhouette"} <= {m.display_name for m in experiment.metric_infos}
     session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
     values = session.session_start_info.hparams
     assert values["lr"].number_value == pytest.approx(0.002)

@@ -142,7 +142,7 @@ def test_launcher_and_search_configs_compose(tmp_path):
 def test_a_missing_plugin_is_named_with_its_extra(monkeypatch):
     monkeypatch.setattr(plugins.importlib.util, "find_spec", lambda name: None)
     message = plugins.missing_plugin_message(["model=resnet18", "launcher=ray"])
-    assert "hydra_ray_launcher" in message and "lightning-resnet[ray]" in message
+    assert "launcher=ray needs ray, which is not installed" in message and "lightning-resnet[ray]" in message
     assert plugins.missing_plugin_message(["model=resnet18"]) is None
     monkeypatch.setattr(sys, "argv", ["lightning_resnet", "-m", "launcher=ray"])
     with pytest.raises(SystemExit, match=r"lightning-resnet\[ray\]"):  # before Hydra composes anything
@@ -328,13 +328,24 @@ def test_a_failing_ddp_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
         ({"accelerator": "gpu", "devices": [0, 1]}, {}, True),
         ({"accelerator": "gpu", "devices": "0,"}, {}, False),
         ({"accelerator": "cpu", "devices": "auto"}, {}, False),
-        ({"accelerator": "cpu", "devices": 2}, {"SLURM_NTASKS": "2"}, False),  # srun started the ranks
-        ({"accelerator": "cpu", "devices": 2}, {"TORCHELASTIC_RUN_ID": "x"}, False),  # torchrun did
+        ({"accelerator": "cpu", "devices": 2}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2"}, False),  # srun did
+        ({"accelerator": "cpu", "devices": 2}, {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2"}, False),  # torchrun
+        (
+            {"accelerator": "cpu", "devices": 2},
+            {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "bash"},
+            True,
+        ),
         ({"accelerator": "cpu", "devices": 2, "strategy": "single_device"}, {}, False),
     ],
 )
 def test_a_job_runs_in_a_child_process_when_lightning_would_start_its_ranks(monkeypatch, trainer, environ, expected):
-    for name in ("SLURM_NTASKS", *jobs.EXTERNAL_LAUNCH_VARIABLES):
+    for name in (
+        "SLURM_JOB_ID",
+        "SLURM_NTASKS",
+        "SLURM_JOB_NAME",
+        "TORCHELASTIC_RUN_ID",
+        *jobs.OTHER_LAUNCHERS_VARIABLES,
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)

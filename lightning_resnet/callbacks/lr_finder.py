@@ -3,6 +3,9 @@ the run folder, and the suggestion trained with when the config says `optimizer.
 
     python -m lightning_resnet callbacks=[default,lr_finder]                   # report only
     python -m lightning_resnet callbacks=[default,lr_finder] optimizer.lr=find # and train with it
+
+The search shows Lightning's tqdm bar only where the run shows one (a terminal, `TQDMProgressBar`);
+off a terminal (one log line per epoch) it is quiet, and its result is one log line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateFinder
+from pytorch_lightning.callbacks import LearningRateFinder, TQDMProgressBar
+
+from lightning_resnet.compat import quiet_search_bar
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,8 @@ class LRFinder(LearningRateFinder):
         if trainer.ckpt_path is not None:
             log.info("lr finder: skipped, resuming from %s", trainer.ckpt_path)
             return
-        self.lr_find(trainer, pl_module)
+        with quiet_search_bar(not isinstance(trainer.progress_bar_callback, TQDMProgressBar)):
+            self.lr_find(trainer, pl_module)
         if self.optimal_lr is None:  # fast_dev_run: Lightning skips the search
             return
         suggestion = self.optimal_lr.suggestion()

@@ -1,7 +1,18 @@
-"""TensorBoard as the dashboard: curve layout, hyper-parameters with final figures, projector data."""
+"""TensorBoard as the dashboard: curve layout, hyper-parameters with final figures, projector data.
+
+Where each figure goes (`dashboard_tag`): the epoch metrics of a split go to a run of their own, `train/`,
+`val/`, `test/` under the run's `tensorboard/` folder, with the same tag in each, so one chart holds the
+train and val curves (and the test figure as a point) of a metric. TensorBoard's default tab (Time
+Series) sorts tag groups by name and opens only the first two, at one row of two charts on a 1280x800
+screen: `curves/acc` and `curves/loss` come first and are the first screen; then `lr-<optimizer>` (the
+learning-rate monitor), `macro/f1|precision|recall`, `model/*` (parameters, GMACs), the report images
+(`report/*`, `samples/*`) and `summary/*` (best epoch's accuracy, silhouette). Each figure is logged once,
+under one name; the CSV logger, `history.json` and `metrics.json` keep the metric names (`val/acc`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,32 +23,89 @@ from google.protobuf import struct_pb2
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from lightning_resnet.compat import event_file_writer
 
-# Train and val of one metric on one chart (TensorBoard's "Custom Scalars" tab).
+# Metric names (`<split>/<name>`) that get a run per split; the group (tag prefix) of each name.
+SPLITS = ("train", "val", "test")
+METRIC_GROUPS = {"acc": "curves", "loss": "curves", "f1": "macro", "precision": "macro", "recall": "macro"}
+OTHER_GROUP = "summary"  # `val/best_acc`, `test/silhouette`: one figure per run, after the curves
+
+# Train, val and test of one metric on one chart (TensorBoard's "Custom Scalars" tab): every run's tag.
 CURVES_LAYOUT = {
     "train vs val": {
-        "loss": ["Multiline", ["train/loss", "val/loss"]],
-        "accuracy": ["Multiline", ["train/acc", "val/acc"]],
-        "macro F1": ["Multiline", ["train/f1", "val/f1"]],
+        "loss": ["Multiline", ["^curves/loss$"]],
+        "accuracy": ["Multiline", ["^curves/acc$"]],
+        "macro F1": ["Multiline", ["^macro/f1$"]],
     }
 }
 PROJECTOR_TAG = "test_features"
 
 
+def dashboard_tag(key: str) -> tuple[str, str]:
+    """(run, tag) of a logged metric in TensorBoard: `val/acc` -> (`val`, `curves/acc`), `test/f1` ->
+    (`test`, `macro/f1`), `val/best_acc` -> (`val`, `summary/best_acc`); anything else stays in the
+    main run ("") under its own name (`lr-Adam/head`, `model/gmacs`)."""
+    split, sep, name = key.partition("/")
+    if not sep or split not in SPLITS or not name:
+        return "", key
+    return split, f"{METRIC_GROUPS.get(name, OTHER_GROUP)}/{name}"
+
+
 class DashboardLogger(TensorBoardLogger):
-    """Lightning's TensorBoard logger without the `epoch` scalar.
+    """Lightning's TensorBoard logger, with each split's metrics in a run of their own (`dashboard_tag`)
+    and without the `epoch` scalar.
 
     Lightning adds `epoch` to every metric logged with `self.log` (with no way to turn it off); in
-    TensorBoard that is a staircase chart of step against epoch, first in the Time Series tab (tag groups
-    sort by name), ahead of the curves. The CSV logger keeps it (its `epoch` column is useful there).
+    TensorBoard that is a staircase chart of step against epoch, ahead of the curves. The CSV logger keeps
+    it (its `epoch` column is useful there).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._split_writers: dict[str, SummaryWriter] = {}
+
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        main = {}
+        for key, value in metrics.items():
+            if key == "epoch":
+                continue
+            run, tag = dashboard_tag(key)
+            if not run:
+                main[key] = value
+                continue
+            number = value.item() if isinstance(value, torch.Tensor) else value
+            self._split_writer(run).add_scalar(tag, number, step)
+        if main:
+            super().log_metrics(main, step)
+
+    def _split_writer(self, run: str) -> SummaryWriter:
+        if run not in self._split_writers:
+            self._split_writers[run] = SummaryWriter(log_dir=os.path.join(self.log_dir, run))
+        return self._split_writers[run]
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        for writer in self._split_writers.values():
+            writer.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        writers, self._split_writers = self._split_writers, {}
+        for writer in writers.values():  # a later stage (test after fit) opens new ones
+            writer.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_split_writers"] = {}  # open files do not travel to spawned processes
+        return state
 
 
 def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
@@ -52,32 +120,38 @@ def log_hparams_with_results(logger: TensorBoardLogger, hparams: Mapping[str, An
     """The run's HParams row: `hparams` (see `run_hparams`) with the final figures of `metric_tags`.
 
     The metrics are declared, not logged: the HParams plugin shows each one's last value from the scalar
-    tag of the same name in the run (`val/acc`, `test/acc`, ...), so no figure is logged twice under two names.
-    Written to the event file directly: Lightning's `log_hyperparams(params, metrics)` would log the metrics
-    once more as scalars and stringify the values.
+    it points at (`val/acc`: tag `curves/acc` of the `val` run, see `dashboard_tag`), under the metric's
+    name, so no figure is logged twice under two names. Written to the event file directly: Lightning's
+    `log_hyperparams(params, metrics)` would log the metrics once more as scalars and stringify the values.
     """
     booleans = {k: v for k, v in hparams.items() if isinstance(v, bool)}
     others = {k: v for k, v in hparams.items() if k not in booleans}
     experiment, start, end = hparams_summary(others, {tag: 0.0 for tag in metric_tags})
-    _add_booleans(experiment, start, booleans)  # torch's `hparams` writes bools as numbers (1.0/0.0)
+    _edit_content(experiment, lambda content: _declare(content, booleans, metric_tags))
+    _edit_content(start, lambda content: _add_bool_values(content, booleans))  # torch writes bools as 1.0/0.0
     writer = event_file_writer(logger.experiment)
     for summary in (experiment, start, end):
         writer.add_summary(summary)
 
 
-def _add_booleans(experiment: Any, start: Any, booleans: Mapping[str, bool]) -> None:
-    """Boolean hparams as booleans (a true/false filter in the HParams tab) in torch's summaries."""
-    for summary, add in ((experiment, _add_bool_infos), (start, _add_bool_values)):
-        plugin_data = summary.value[0].metadata.plugin_data
-        content = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
-        add(content, booleans)
-        plugin_data.content = content.SerializeToString()
+def _edit_content(summary: Any, edit: Any) -> None:
+    """Apply `edit` to the HParams plugin data of one of torch's hparams summaries."""
+    plugin_data = summary.value[0].metadata.plugin_data
+    content = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+    edit(content)
+    plugin_data.content = content.SerializeToString()
 
 
-def _add_bool_infos(content: Any, booleans: Mapping[str, bool]) -> None:
+def _declare(content: Any, booleans: Mapping[str, bool], metric_tags: Sequence[str]) -> None:
+    """The experiment's columns: boolean hparams as booleans (a true/false filter in the HParams tab), and
+    each metric read from where `DashboardLogger` logs it, shown under its metric name."""
     for name in booleans:
         domain = struct_pb2.ListValue(values=[struct_pb2.Value(bool_value=b) for b in (False, True)])
         content.experiment.hparam_infos.add(name=name, type=api_pb2.DATA_TYPE_BOOL, domain_discrete=domain)
+    del content.experiment.metric_infos[:]
+    for key in metric_tags:
+        run, tag = dashboard_tag(key)
+        content.experiment.metric_infos.add(name=api_pb2.MetricName(group=run, tag=tag), display_name=key)
 
 
 def _add_bool_values(content: Any, booleans: Mapping[str, bool]) -> None:

@@ -32,10 +32,14 @@ class SweepCallback(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """`summary.csv/md/png` in the sweep folder after the last job (failed jobs included)."""
+        """`summary.csv/md/png` and `report.html` in the sweep folder after the last job (failed jobs
+        included); a page that cannot be built is logged, never fails the sweep."""
+        from lightning_resnet.reporting.html_report import write_report_page_or_log
         from lightning_resnet.sweeps.summary import write_summary
 
         try:
             write_summary(config.hydra.sweep.dir)
         except FileNotFoundError as err:  # no job got as far as writing its folder
             log.warning("no sweep summary: %s", err)
+            return
+        write_report_page_or_log(config.hydra.sweep.dir)

@@ -28,6 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import distributed
 
+from lightning_resnet.external_launch import launched_job
 from lightning_resnet.sweeps.devices import apply_slot, claim_slot
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,13 @@ def leave_distributed(environ: dict[str, str]) -> None:
     os.environ.update(environ)
 
 
-EXTERNAL_LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_SIZE", "LSB_JOBID")
+OTHER_LAUNCHERS_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "LSB_JOBID")  # MPI, LSF: they start the ranks too
 
 
 def starts_own_ranks(trainer: DictConfig) -> bool:
     """Whether Lightning would start this job's DDP ranks itself: several devices or nodes, and no
-    cluster (an srun of several tasks, torchrun, MPI, LSF) that started them already."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(v in os.environ for v in EXTERNAL_LAUNCH_VARIABLES):
+    launcher (srun of several tasks, torchrun, MPI, LSF) that started them already."""
+    if launched_job() is not None or any(name in os.environ for name in OTHER_LAUNCHERS_VARIABLES):
         return False
     strategy = trainer.get("strategy")
     name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy).lower()

@@ -9,11 +9,11 @@ import importlib.util
 import re
 from collections.abc import Sequence
 
-# override -> (plugin module, extra that installs it)
+# override -> (module it needs, extra that installs it)
 PLUGINS = {
     "launcher=gpus": ("hydra_plugins.hydra_joblib_launcher", "sweeps"),
     "launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "sweeps"),
-    "launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "launcher=ray": ("ray", "ray"),  # our launcher (hydra_plugins/lightning_resnet_launchers) runs on Ray itself
     "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "sweeps"),
 }
 
@@ -25,8 +25,9 @@ def missing_plugin_message(argv: Sequence[str]) -> str | None:
         if choice in PLUGINS:
             module, extra = PLUGINS[choice]
             if importlib.util.find_spec(module) is None:
+                what = f"the Hydra plugin {module.split('.')[-1]}" if module.startswith("hydra_plugins.") else module
                 return (
-                    f"{choice} needs the Hydra plugin {module.split('.')[-1]}, which is not installed: "
+                    f"{choice} needs {what}, which is not installed: "
                     f"pip install 'lightning-resnet[{extra}]' (or make install EXTRAS=dev,{extra})"
                 )
     return None

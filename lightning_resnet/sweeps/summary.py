@@ -2,7 +2,7 @@
 
 Everything is read back from the job folders (`.hydra/overrides.yaml`, `metrics.json`,
 `status.json`, `history.json`), so the report can be rebuilt at any time, also for a sweep that
-is still running or was killed (`python -m lightning_resnet.report multirun/<date>/<time>`).
+is still running or was killed (`python -m lightning_resnet.summarize multirun/<date>/<time>`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_job(job_dir: Path, monitor: str) -> JobRow:
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    saved = job_dir / ".hydra" / "overrides.yaml"  # absent in a run made in code (`train.run(cfg)`)
+    overrides = (yaml.safe_load(saved.read_text()) or []) if saved.is_file() else []
     overrides = [o for o in overrides if not o.startswith("hydra.") and o.split("=")[0] not in IGNORED_KEYS]
     status = read_status(job_dir) or {}
     metrics = read_json(job_dir / "metrics.json") or {}

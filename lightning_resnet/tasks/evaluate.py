@@ -66,9 +66,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "test": {k: float(v) for k, v in (results[0] if results else {}).items()},
         "report": reports.summary if reports else {},
     }
-    output = Path(cfg.paths.output_dir) / "metrics.json"
-    output.write_text(json.dumps(metrics, indent=2))
-    log.info("metrics written to %s", output)
+    if trainer.is_global_zero:  # DDP: rank 0 writes; the other ranks have the synced figures but no report
+        output = Path(cfg.paths.output_dir) / "metrics.json"
+        output.write_text(json.dumps(metrics, indent=2))
+        log.info("metrics written to %s", output)
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""`python -m lightning_resnet.report multirun/<date>/<time>`: (re)write a sweep's summary at any time.
+"""`python -m lightning_resnet.summarize multirun/<date>/<time>`: (re)write a sweep's summary at any time.
 
 Also for a sweep still running or killed: unfinished jobs are listed as such.
 """
@@ -14,7 +14,7 @@ from lightning_resnet.sweeps.summary import write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lightning_resnet.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lightning_resnet.summarize", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. multirun/2026-01-31/12-00-00")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
