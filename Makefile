@@ -6,7 +6,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev
 ARGS   ?=
 
-.PHONY: install train sweep reproduce test test-fast lint format tensorboard bench gpu-check clean
+.PHONY: install train sweep reproduce test test-fast lint format tensorboard bench gpu-check slurm-up slurm-down clean
 
 install: $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
@@ -53,6 +53,12 @@ bench:            ## speed figures into benchmarks/results/ (see README, Speed);
 
 gpu-check:        ## GPU acceptance checks on a CUDA machine: benchmarks/results/<gpu>-<date>.md and a log
 	bash benchmarks/gpu_check.sh
+
+slurm-up:         ## a single-node SLURM cluster on this machine (state in .slurm-local/); then: eval "$$(scripts/slurm-local.sh env)"
+	bash scripts/slurm-local.sh up
+
+slurm-down:       ## stop that cluster's jobs and daemons (only the processes it started, by their pid files)
+	bash scripts/slurm-local.sh down
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache

@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import distributed
 
-from lightning_resnet.external_launch import launched_job
+from lightning_resnet.external_launch import launched_job, launched_rank
 from lightning_resnet.sweeps.devices import apply_slot, claim_slot
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> fl
         return math.nan
     finally:
         status["ended"] = time.time()
-        write_status(job_dir, status)
+        if launched_rank() == 0:  # the other ranks of a job whose ranks srun or torchrun started share its folder
+            write_status(job_dir, status)
         leave_distributed(environ)
 
 

@@ -1,0 +1,120 @@
+"""`launcher=slurm`: a sweep job that SLURM ends without a result is a failed job, not the end of the sweep.
+
+hydra-submitit-launcher waits for the jobs in order and raises for the first one that has no result
+(cancelled, killed for memory, its node lost, out of time with no requeue left, an error outside the
+train task): the command then ends without the summary while the sweep's other jobs run on, unwatched.
+`SlurmLauncher` waits for every job and records such a job in its folder's `status.json` as failed,
+naming SLURM's state and the last line of its error log, as the train task records a job that raised;
+the job returns NaN, as a failed job does (Optuna records a failed trial). Hydra finds launchers only
+in the `hydra_plugins` package: `hydra_plugins/lightning_resnet_launchers/slurm_launcher.py` names this
+class for `conf/launcher/slurm.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lightning_resnet.sweeps.jobs import read_status, write_status
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_KEYS = {"submitit_folder", "max_num_timeout"}  # the executor's own; the rest are sbatch parameters
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    """hydra-submitit-launcher's SLURM launcher, with every job waited for and a job without a result recorded."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit  # the plugin imports it lazily too: Hydra's plugin scan stays quick
+
+        assert self.config is not None and len(job_overrides) > 0
+        executor = submitit.AutoExecutor(
+            folder=self.params["submitit_folder"], cluster="slurm", slurm_max_num_timeout=self.params["max_num_timeout"]
+        )
+        common = set(OmegaConf.structured(BaseQueueConf).keys())  # sbatch parameters submitit names without `slurm_`
+        executor.update_parameters(
+            **{k if k in common else f"slurm_{k}": v for k, v in self.params.items() if k not in EXECUTOR_KEYS}
+        )
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
+
+        jobs_overrides = [list(o) for o in job_overrides]
+        numbers = list(range(initial_job_idx, initial_job_idx + len(jobs_overrides)))
+        for idx, overrides in enumerate(jobs_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        count = len(numbers)
+        jobs = executor.map_array(
+            self,  # each SLURM job calls the launcher with its arguments, as the plugin's own jobs do
+            jobs_overrides,
+            ["hydra.sweep.dir"] * count,
+            numbers,
+            [f"job_id_for_{idx}" for idx in numbers],
+            [Singleton.get_state()] * count,
+        )
+        return [self._outcome(job, jobs_overrides[i], numbers[i]) for i, job in enumerate(jobs)]
+
+    def _outcome(self, job: Any, overrides: list[str], idx: int) -> JobReturn:
+        """The job's result; for a job without one, a NaN result, recorded failed in the job's folder."""
+        from submitit.core.utils import UncompletedJobError
+
+        try:
+            return job.results()[0]
+        except UncompletedJobError as err:  # FailedJobError too: an error raised outside the train task
+            reason = last_line(str(err)) or "no result"
+            error = f"SLURM job {job.job_id} ended {job.state} without a result: {reason}"[:300]
+        log.error("job #%d (%s): %s; its log: %s", idx, " ".join(overrides), error, job.paths.stderr)
+        config = self._job_config(overrides, idx, job.job_id)
+        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        record_failure(job_dir, config, error)
+        task_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        return JobReturn(
+            overrides=overrides,
+            cfg=task_config,
+            hydra_cfg=config,
+            working_dir=os.getcwd(),
+            task_name=str(config.hydra.job.name),
+            status=JobStatus.COMPLETED,
+            _return_value=math.nan,
+        )
+
+    def _job_config(self, overrides: list[str], idx: int, job_id: str) -> DictConfig:
+        """The job's config as the job composes it (its folder name comes from its overrides and number)."""
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config.hydra.job):
+            config.hydra.job.num = idx
+            config.hydra.job.id = job_id
+        return config
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def record_failure(job_dir: Path, config: DictConfig, error: str) -> None:
+    """`status.json` failed with `error`, unless the job recorded itself `ok`; and, for a job that never
+    started, the `.hydra/` files the summary lists a job by."""
+    saved = job_dir / ".hydra"
+    if not (saved / "overrides.yaml").is_file():
+        saved.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), saved / "config.yaml")
+        OmegaConf.save(config.hydra.overrides.task, saved / "overrides.yaml")
+    previous = read_status(job_dir) or {}
+    if previous.get("status") != "ok":
+        write_status(job_dir, {**previous, "status": "failed", "error": error, "ended": time.time()})
