@@ -227,12 +227,13 @@ def test_a_job_lost_before_hydra_wrote_its_folder_is_reported_failed(tmp_path):
     report lists jobs by, and a NaN result; a final status the job wrote itself after submission stays."""
     from ray.exceptions import WorkerCrashedError
 
-    from hydra_plugins.lightning_resnet_launchers.ray_job import lost_job_return
+    from hydra_plugins.lightning_resnet_launchers.ray_job import describe
+    from lightning_resnet.sweeps.status import lost_job_return
     from lightning_resnet.sweeps.summary import write_summary
 
     sweep = tmp_path / "sweep"
     config = compose_config(tmp_path / "unused", ["seed=1"], return_hydra_config=True)
-    ret = lost_job_return(config, sweep / "seed=1", WorkerCrashedError(), submitted=time.time())
+    ret = lost_job_return(config, sweep / "seed=1", describe(WorkerCrashedError()), since=time.time())
     assert math.isnan(ret.return_value) and ret.hydra_cfg.hydra.runtime.output_dir == str(sweep / "seed=1")
     write_summary(sweep)
     row = summary_rows(sweep)["seed=1"]
@@ -240,7 +241,7 @@ def test_a_job_lost_before_hydra_wrote_its_folder_is_reported_failed(tmp_path):
 
     own = {"status": "ok", "best_score": 0.5, "ended": time.time() + 1}
     (sweep / "seed=1" / "status.json").write_text(json.dumps(own))
-    lost_job_return(config, sweep / "seed=1", WorkerCrashedError(), submitted=time.time())
+    lost_job_return(config, sweep / "seed=1", describe(WorkerCrashedError()), since=time.time())
     assert read_json(sweep / "seed=1" / "status.json") == own  # died after writing its result: kept
 
 

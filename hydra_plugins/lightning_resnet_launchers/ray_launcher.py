@@ -29,7 +29,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.lightning_resnet_launchers.ray_cluster import connect, job_resources
-from hydra_plugins.lightning_resnet_launchers.ray_job import describe, lost_job_return, run_sweep_job
+from hydra_plugins.lightning_resnet_launchers.ray_job import describe, run_sweep_job
+from lightning_resnet.sweeps.status import lost_job_return
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _collect(submitted: list[_Submitted]) -> list[JobReturn]:
                         job.job_dir.name,
                         describe(err),
                     )
-                    results[index] = lost_job_return(job.config, job.job_dir, err, job.at)
+                    results[index] = lost_job_return(job.config, job.job_dir, describe(err), since=job.at)
                 log.info("job %s done; %d of %d still running", job.job_dir.name, len(pending), len(submitted))
     except BaseException:
         for ref in pending:

@@ -84,7 +84,7 @@ def _no_score(value: Any) -> bool:
 
 def _status_error(ret: JobReturn) -> str | None:
     """The error line the job wrote into its `status.json`, if any."""
-    from lightning_resnet.sweeps.jobs import read_status
+    from lightning_resnet.sweeps.status import read_status
 
     job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     status = read_status(job_dir) if job_dir is not None else None

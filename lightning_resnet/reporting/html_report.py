@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from lightning_resnet.reporting.study import Comparison, Study, compare, read_study
-from lightning_resnet.sweeps.jobs import read_json
+from lightning_resnet.sweeps.status import read_json
 from lightning_resnet.sweeps.summary import (
     FIGURES,
     GROUP_FIGURES,

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from lightning_resnet.sweeps.jobs import read_json
+from lightning_resnet.sweeps.status import read_json
 from lightning_resnet.sweeps.summary import Group, JobRow
 
 SOURCES = ("metrics.json", "classification_report.csv")

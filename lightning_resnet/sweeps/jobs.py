@@ -10,7 +10,6 @@ SIGKILLs its whole process group when one rank fails, and in a sweep rank 0 woul
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -30,27 +29,9 @@ from torch import distributed
 
 from lightning_resnet.external_launch import launched_job, launched_rank
 from lightning_resnet.sweeps.devices import apply_slot, claim_slot
+from lightning_resnet.sweeps.status import read_json, read_status, write_status
 
 log = logging.getLogger(__name__)
-
-STATUS_FILE = "status.json"
-
-
-def read_json(path: Path) -> Any:
-    """The file's JSON, or None when it is missing or half-written (a job killed mid-write)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_status(job_dir: Path) -> dict[str, Any] | None:
-    return read_json(job_dir / STATUS_FILE)
-
-
-def write_status(job_dir: Path, status: dict[str, Any]) -> None:
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
 
 
 def in_multirun() -> bool:

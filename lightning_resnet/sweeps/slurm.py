@@ -13,20 +13,18 @@ class for `conf/launcher/slurm.yaml`.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_resnet.sweeps.jobs import read_status, write_status
+from lightning_resnet.sweeps.status import lost_job_return
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +77,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             error = f"SLURM job {job.job_id} ended {job.state} without a result: {reason}"[:300]
         log.error("job #%d (%s): %s; its log: %s", idx, " ".join(overrides), error, job.paths.stderr)
         config = self._job_config(overrides, idx, job.job_id)
-        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        record_failure(job_dir, config, error)
-        task_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        return JobReturn(
-            overrides=overrides,
-            cfg=task_config,
-            hydra_cfg=config,
-            working_dir=os.getcwd(),
-            task_name=str(config.hydra.job.name),
-            status=JobStatus.COMPLETED,
-            _return_value=math.nan,
-        )
+        return lost_job_return(config, Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir), error)
 
     def _job_config(self, overrides: list[str], idx: int, job_id: str) -> DictConfig:
         """The job's config as the job composes it (its folder name comes from its overrides and number)."""
@@ -105,16 +92,3 @@ class SlurmLauncher(SubmititSlurmLauncher):
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def record_failure(job_dir: Path, config: DictConfig, error: str) -> None:
-    """`status.json` failed with `error`, unless the job recorded itself `ok`; and, for a job that never
-    started, the `.hydra/` files the summary lists a job by."""
-    saved = job_dir / ".hydra"
-    if not (saved / "overrides.yaml").is_file():
-        saved.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), saved / "config.yaml")
-        OmegaConf.save(config.hydra.overrides.task, saved / "overrides.yaml")
-    previous = read_status(job_dir) or {}
-    if previous.get("status") != "ok":
-        write_status(job_dir, {**previous, "status": "failed", "error": error, "ended": time.time()})

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lightning_resnet.sweeps.jobs import read_json, read_status
+from lightning_resnet.sweeps.status import read_json, read_status
 
 log = logging.getLogger(__name__)
 
