@@ -42,23 +42,35 @@ def read_runs(tensorboard_dir: Path) -> dict[str, EventAccumulator]:
 
 @contextlib.contextmanager
 def tensorboard_server(logdir: Path) -> Iterator[str]:
-    """`tensorboard --logdir <logdir>` on 127.0.0.1 and a free port, stopped by its pid; yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """`tensorboard --logdir <logdir>` on 127.0.0.1 and a free port, stopped by its pid; yields its URL.
+
+    The port is free when picked but may be taken before TensorBoard binds it (other tests start servers
+    and workers): a server that could not bind is started again on another port."""
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
-    server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    for attempt in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while True:
+        while server.poll() is None and time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{url}/data/plugins_listing", timeout=2).close()
                 break
             except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tensorboard did not start: {server.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.3)
+        else:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+            error = server.stderr.read().decode()[-2000:]
+            server.stderr.close()
+            if "could not bind" in error and attempt < 2:
+                continue
+            raise RuntimeError(f"tensorboard did not start: {error}")
+        break
+    try:
         yield url
     finally:
         server.terminate()

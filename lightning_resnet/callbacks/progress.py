@@ -53,6 +53,10 @@ class EpochLogLine(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed mid-epoch (after a SIGTERM) continues its epoch without `on_train_epoch_start`."""
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.monotonic()
         groups = trainer.optimizers[0].param_groups if trainer.optimizers else []
