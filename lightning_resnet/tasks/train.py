@@ -94,6 +94,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, resume_from: str | None, sta
             write_kaggle_submission(model, datamodule, output_dir / "kaggle_submission.csv")
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("metrics written to %s\n%s", output_dir / "metrics.json", format_table(metrics))
+        from lightning_resnet.reporting.html_report import write_report_page_or_log
+
+        write_report_page_or_log(output_dir)  # report.html; a failure is logged, never fails the run
     return metrics
 
 
