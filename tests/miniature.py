@@ -7,9 +7,11 @@ Reusable by any test: the images differ per class (a tint) and per file (noise),
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 EXTENSIONS = (".jpg", ".png", ".jpeg")
@@ -63,3 +65,40 @@ def write_miniature(name: str, root: Path, seed: int = 0) -> Path:
             (root / folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
             (root / folder / "666.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
     return root
+
+
+def write_job_folder(
+    sweep: Path,
+    name: str,
+    overrides: list[str],
+    val: float | None,
+    status: str = "ok",
+    config: dict | None = None,
+    error: str = "ValueError: bad lr",
+) -> Path:
+    """A sweep job's folder as the train task leaves it: `.hydra/` config and overrides, `status.json`
+    (none for `unfinished`), and for an `ok` job its `metrics.json` (best val/acc `val`) and history."""
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"monitor": "val/acc", "monitor_mode": "max", **(config or {})}
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if status == "unfinished":
+        return job
+    (job / "status.json").write_text(json.dumps({"status": status, "error": error}))
+    if status != "ok":
+        return job
+    metrics = {
+        "monitor": "val/acc",
+        "mode": "max",
+        "best_score": val,
+        "epochs_run": 2,
+        "wall_time_s": 3.0,
+        "best": {"train/acc": 0.9, "val/acc": val},
+        "test": {"test/acc": val - 0.01, "test/f1": val - 0.02, "test/loss": 0.5},
+        "report": {"silhouette": 0.25},
+        "model": {"params_total": 11_000_000, "gmacs": 0.037},
+    }
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    (job / "history.json").write_text(json.dumps([{"epoch": 0, "val/acc": val - 0.1}, {"epoch": 1, "val/acc": val}]))
+    return job

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import logging
 import re
 from html.parser import HTMLParser
@@ -23,6 +22,7 @@ from lightning_resnet.reporting.tensorboard import run_hparams
 from lightning_resnet.sweeps.summary import job_dirs, read_job, write_summary
 from lightning_resnet.tasks.report import main as report_main
 from tests.conftest import compose_config
+from tests.miniature import write_job_folder
 
 EXPERIMENTS = ("catsdogs_plain_vs_residual", "flatfoot_depth", "mask_optimizers", "surveillance_focal", "yoga_finetune")
 HOSTILE = "<script>alert(1)</script>"  # a class name, as a folder name could be
@@ -90,28 +90,10 @@ def fake_job(
     status: str = "ok",
 ) -> Path:
     """A finished job folder as a sweep job leaves it: config, metrics, history, report files and figures."""
-    job = sweep / name
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"monitor": "val/acc", "monitor_mode": "max", **(config or {})}
-    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    job = write_job_folder(sweep, name, overrides, val, status, config, error="ValueError: bad lr <x>")
     (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices or {}}}}))
-    (job / "status.json").write_text(json.dumps({"status": status, "error": "ValueError: bad lr <x>"}))
     if status != "ok":
         return job
-    metrics = {
-        "monitor": "val/acc",
-        "mode": "max",
-        "best_score": val,
-        "epochs_run": 2,
-        "wall_time_s": 3.0,
-        "best": {"train/acc": 0.9, "val/acc": val},
-        "test": {"test/acc": val - 0.01, "test/f1": val - 0.02, "test/loss": 0.5},
-        "report": {"silhouette": 0.25},
-        "model": {"params_total": 11_000_000, "gmacs": 0.037},
-    }
-    (job / "metrics.json").write_text(json.dumps(metrics))
-    (job / "history.json").write_text(json.dumps([{"epoch": 0, "val/acc": val - 0.1}, {"epoch": 1, "val/acc": val}]))
     for index, figure in enumerate(("curves", "confusion_matrix", "mistakes", "embedding")):
         write_png(job / f"{figure}.png", 40 + index, 30, 50 * index)
     with (job / "classification_report.csv").open("w", newline="") as file:

@@ -25,7 +25,7 @@ from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
 from lightning_resnet.sweeps.summary import write_summary
 from lightning_resnet.tasks.train import cli
 from tests.conftest import compose_config, read_json, require_extra
-from tests.miniature import write_image
+from tests.miniature import write_image, write_job_folder
 
 # One tiny epoch per job: 32 px digits, 2 train batches, 1 val and 1 test batch.
 QUICK = [
@@ -150,40 +150,12 @@ def test_a_missing_plugin_is_named_with_its_extra(monkeypatch):
 
 
 # -- the report, from hand-made job folders --------------------------------------------------------
-def _fake_job(
-    sweep: Path, name: str, overrides: list[str], val: float | None, status: str = "ok", monitor=("val/acc", "max")
-) -> None:
-    job = sweep / name
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"monitor": monitor[0], "monitor_mode": monitor[1]}))
-    if status == "unfinished":
-        return
-    (job / "status.json").write_text(json.dumps({"status": status, "error": "ValueError: bad lr"}))
-    if status == "ok":
-        metrics = {
-            "monitor": "val/acc",
-            "mode": "max",
-            "best_score": val,
-            "epochs_run": 2,
-            "wall_time_s": 3.0,
-            "best": {"train/acc": 0.9, "val/acc": val},
-            "test": {"test/acc": val - 0.01, "test/f1": val - 0.02, "test/loss": 0.5},
-            "report": {"silhouette": 0.25},
-            "model": {"params_total": 11_000_000, "gmacs": 0.037},
-        }
-        (job / "metrics.json").write_text(json.dumps(metrics))
-        (job / "history.json").write_text(
-            json.dumps([{"epoch": 0, "val/acc": val - 0.1}, {"epoch": 1, "val/acc": val}])
-        )
-
-
 def test_report_sorts_jobs_groups_repeats_and_lists_failures(tmp_path):
     for seed, (a, b) in enumerate([(0.90, 0.80), (0.91, 0.60), (0.89, 0.95)]):
-        _fake_job(tmp_path, f"model=a,seed={seed}", ["model=a", f"seed={seed}"], a)
-        _fake_job(tmp_path, f"model=b,seed={seed}", ["model=b", f"seed={seed}"], b)
-    _fake_job(tmp_path, "model=c", ["model=c", "resume=true"], None, status="failed")
-    _fake_job(tmp_path, "model=d", ["model=d"], None, status="unfinished")
+        write_job_folder(tmp_path, f"model=a,seed={seed}", ["model=a", f"seed={seed}"], a)
+        write_job_folder(tmp_path, f"model=b,seed={seed}", ["model=b", f"seed={seed}"], b)
+    write_job_folder(tmp_path, "model=c", ["model=c", "resume=true"], None, status="failed")
+    write_job_folder(tmp_path, "model=d", ["model=d"], None, status="unfinished")
     rows = write_summary(tmp_path)
     assert [r.job for r in rows[:2]] == ["model=b,seed=2", "model=a,seed=1"]
     assert [(r.job, r.status) for r in rows[-2:]] == [("model=c", "failed"), ("model=d", "unfinished")]
@@ -201,7 +173,7 @@ def test_report_sorts_jobs_groups_repeats_and_lists_failures(tmp_path):
 
 def test_report_ranks_by_the_configured_monitor(tmp_path):
     for name, loss in (("model=a", 0.3), ("model=b", 0.1), ("model=c", 0.2)):
-        _fake_job(tmp_path, name, [name], 0.5, monitor=("val/loss", "min"))
+        write_job_folder(tmp_path, name, [name], 0.5, config={"monitor": "val/loss", "monitor_mode": "min"})
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         (tmp_path / name / "metrics.json").write_text(json.dumps({**metrics, "best_score": loss}))
         (tmp_path / name / "history.json").write_text(json.dumps([{"epoch": 0, "val/loss": loss}]))
