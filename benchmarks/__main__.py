@@ -1,6 +1,8 @@
 """`make bench` = `python -m benchmarks [--sections ...] [--quick]`: one table of figures and ratios.
 
-Each section measures its sides in one process run, so ratios hold on a noisy machine. The table is
+Sections compare their two sides close in time, so ratios hold on a noisy machine: `whole_run` and
+`startup` as whole processes run in turn (A B A B ...), as a user feels them; `overhead` interleaved step
+by step in one process (what a training step costs, not what a process or an epoch costs). The table is
 printed and written to `benchmarks/results/<machine>-<date>.md`.
 """
 
@@ -17,11 +19,12 @@ import torch
 
 from benchmarks.common import Row, format_table, write_results
 
-SECTIONS = ("overhead", "pipeline", "startup", "gpu")
+SECTIONS = ("whole_run", "overhead", "pipeline", "startup", "gpu")
 QUICK = {  # --quick: each section's settings for a smoke run
+    "whole_run": {"pairs": 1, "epochs": 2, "warmup": 0},
     "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
     "pipeline": {"images": 64, "batch": 16, "model_steps": 1},
-    "startup": {"full_epochs": 1},
+    "startup": {"repeats": 1},
     "gpu": {"steps": 6, "warmup": 2, "compile": False},
 }
 

@@ -36,7 +36,10 @@ def format_table(rows: list[Row]) -> str:
 
 
 def write_results(rows: list[Row], header: str) -> Path:
+    """Append the table to the machine's results file of the day (a second run adds to it, never erases)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{machine_name()}-{dt.date.today().isoformat()}.md"
-    path.write_text(f"{header}\n\n{format_table(rows)}\n")
+    separator = "\n" if path.is_file() else ""
+    with path.open("a") as file:
+        file.write(f"{separator}{header}\n\n{format_table(rows)}\n")
     return path

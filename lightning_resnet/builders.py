@@ -30,6 +30,7 @@ from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.models.losses import balanced_class_weights
 from lightning_resnet.models.pretrained import pretrained_preprocessing
+from lightning_resnet.utils import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,10 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     a `WeightAveraging` callback's averaged weights (`callbacks=[default,ema]`) into a checkpoint through a
     callback hook that weights-only saves skip: with one, checkpoints keep their full state, or the best
     file would hold the raw weights while its score came from the averaged ones.
+
+    The process that runs the trainer keeps freed memory for the next step (`retain_freed_memory`).
     """
+    retain_freed_memory()
     callbacks = build_callbacks(cfg)
     if any(isinstance(c, WeightAveraging) for c in callbacks):
         for callback in callbacks:

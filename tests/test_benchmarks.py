@@ -3,12 +3,16 @@ statistics must be right: a broken section would only show after minutes of meas
 
 import importlib
 import inspect
+import sys
 
 import numpy as np
 import pytest
+import torch
 
+from benchmarks import whole_run
 from benchmarks.__main__ import QUICK, SECTIONS
 from benchmarks.overhead import bootstrap_interval
+from benchmarks.whole_run import ProcessRun, RunRecord, alternate, run_process, summary_rows
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -39,3 +43,72 @@ def test_gpu_section_runs_every_setting_on_the_cpu_path():
     assert {f"synthetic, {name}" for name in eager} <= set(rates)
     assert sum(name.startswith("real JPEGs, cache=") for name in rates) == 2  # PIL path and pixel cache
     assert all(isinstance(rate, float) and rate > 0 for rate in rates.values())
+
+
+# -- whole_run: the default command against the plain script, as whole processes --------------------
+
+
+def test_the_plain_script_splits_and_normalises_as_the_data_module():
+    """Same work on both sides of the whole-run ratio: the same images in each split, the same mean/std."""
+    from benchmarks.plain_digits import digit_splits
+    from lightning_resnet.data import DigitsDataModule
+
+    splits = digit_splits(32, seed=42)
+    datamodule = DigitsDataModule(seed=42, num_workers=0)
+    datamodule.setup("fit")
+    for name in ("train", "val", "test"):
+        images, labels = splits[name]
+        assert torch.equal(datamodule.datasets[name].images(), images), name
+        assert datamodule.datasets[name].labels == labels.tolist(), name
+    train = splits["train"][0].double() / 255
+    assert train.mean(dim=(0, 2, 3)).tolist() == pytest.approx(datamodule.mean, abs=1e-9)
+    assert train.std(dim=(0, 2, 3), unbiased=False).tolist() == pytest.approx(datamodule.std, abs=1e-9)
+    digits = splits["train"][1], splits["val"][1], splits["test"][1]
+    assert [len(labels) for labels in digits] == [1257, 270, 270]  # 70/15/15 of 1,797
+
+
+def test_alternate_runs_the_two_sides_in_turn():
+    order: list[str] = []
+    pairs = alternate(lambda i: order.append(f"a{i}") or i, lambda i: order.append(f"b{i}") or -i, 3)
+    assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+    assert pairs == [(0, 0), (1, -1), (2, -2)]
+
+
+def test_run_process_reports_wall_cpu_and_peak_memory_of_a_real_child(tmp_path):
+    burn = (
+        "import time\nblock = b'x' * (64 << 20)\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    )
+    child = run_process([sys.executable, "-c", burn], tmp_path, tmp_path / "child.log")
+    assert child.wall_s >= child.user_s + child.sys_s - 0.05 >= 0.25
+    assert 64 < child.peak_mib < 150  # its own 64 MiB, not the RSS of this (pytest) process
+
+    with pytest.raises(RuntimeError, match=r"exited 3; last lines of .*\n.*gone"):
+        run_process([sys.executable, "-c", "import sys; print('gone'); sys.exit(3)"], tmp_path, tmp_path / "bad.log")
+
+
+def record(wall: float, first: float, epochs: list[float], acc: float) -> RunRecord:
+    return RunRecord(ProcessRun(wall, wall * 0.9, 0.1, 1000.0, 0.0), first, epochs, [e + 0.5 for e in epochs], acc)
+
+
+def test_the_whole_process_ratio_is_the_median_of_the_pair_ratios():
+    ours = [record(12.0, 5.0, [1.2, 1.1], 0.99), record(30.0, 6.0, [2.4, 2.2], 0.99), record(11.0, 5.5, [1.0], 0.98)]
+    plain = [record(10.0, 3.0, [1.0, 1.0], 0.995), record(20.0, 4.0, [2.0, 2.0], 0.995), record(10.0, 3.5, [1.0], 1.0)]
+    rows = {row.name: row for row in summary_rows(ours, plain, epochs=2)}
+    assert rows["ratio default / plain, whole process"].value == pytest.approx(1.2)  # of 1.2, 1.5, 1.1
+    assert "1.200, 1.500, 1.100" in rows["ratio default / plain, whole process"].note
+    assert rows["ratio default / plain, training epoch"].value == pytest.approx(1.15)  # medians: 1.15, 1.15, 1.0
+    assert rows["default run: wall"].value == 12.0 and rows["plain script: wall"].value == 10.0
+    assert rows["default run: command to first step"].value == 5.5
+    assert rows["default run: test accuracy"].value == 0.99 and rows["plain script: test accuracy"].value == 0.995
+
+
+@pytest.mark.slow
+def test_the_whole_run_section_runs_both_commands_and_reports_their_accuracy():
+    """One pair of one-epoch runs: the default command (with the bench's clock callback) and the plain script."""
+    rows = {row.name: row for row in whole_run.run(pairs=1, epochs=1, warmup=0)}
+    for side in ("default run", "plain script"):
+        assert 0 < rows[f"{side}: command to first step"].value < rows[f"{side}: wall"].value
+        assert 0.5 < rows[f"{side}: test accuracy"].value <= 1.0  # one epoch of resnet18 on digits
+        assert rows[f"{side}: peak RSS"].value > 200
+    assert 0.5 < rows["ratio default / plain, whole process"].value < 10
+    assert rows["ratio default / plain, training epoch"].value > 0

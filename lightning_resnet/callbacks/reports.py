@@ -3,7 +3,9 @@
 At the start of fitting: the train-vs-val chart layout and a grid of augmented training images.
 During test: logits, targets and penultimate features (via a hook on the backbone). At the end of
 test: the report files (see `reporting.report`), the figures and projector data in TensorBoard,
-and the hyper-parameters with the final figures in the HParams tab.
+and the hyper-parameters with the final figures in the HParams tab; the costliest figures are drawn
+in a forked process meanwhile. matplotlib, scikit-learn and TensorBoard's plugins are imported when
+they are first needed, not with this module.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
@@ -27,13 +28,6 @@ from lightning_resnet.errors import ConfigError
 from lightning_resnet.reporting.collector import OutputCollector, denormalize, merge_ranks
 from lightning_resnet.reporting.embedding import PROJECTIONS, subsample
 from lightning_resnet.reporting.history import best_value
-from lightning_resnet.reporting.report import write_report
-from lightning_resnet.reporting.tensorboard import (
-    log_curves_layout,
-    log_hparams_with_results,
-    log_projector,
-    tensorboard_logger,
-)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +44,8 @@ class ReportWriter(pl.Callback):
         max_points: cap on the samples used for the embedding, silhouette and projector.
         train_samples: augmented training images logged as a grid when fitting starts (0 = none).
         seed: seed of the subsampling and projections.
+        figure_process: draw the costliest figures in a forked process while this one logs to TensorBoard
+            and draws the others (`reporting.report.start_report`); false: all in this process.
     """
 
     def __init__(
@@ -62,6 +58,7 @@ class ReportWriter(pl.Callback):
         max_points: int = 2000,
         train_samples: int = 32,
         seed: int | None = 0,
+        figure_process: bool = True,
     ) -> None:
         if embedding not in PROJECTIONS:
             raise ConfigError(f"callbacks.reports.embedding={embedding!r}; valid: {', '.join(PROJECTIONS)}")
@@ -72,6 +69,7 @@ class ReportWriter(pl.Callback):
         self.max_points = max_points
         self.train_samples = train_samples
         self.seed = seed or 0
+        self.figure_process = figure_process
         self.history: list[dict[str, Any]] | None = None  # set by tasks without a MetricHistory (evaluate)
         self.hparams: dict[str, Any] | None = None  # the run's HParams row (`run_hparams`), set by the tasks
         self.summary: dict[str, Any] = {}
@@ -82,6 +80,8 @@ class ReportWriter(pl.Callback):
 
     # -- fitting -----------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from lightning_resnet.reporting.tensorboard import log_curves_layout, tensorboard_logger
+
         logger = tensorboard_logger(trainer)
         if logger is not None and trainer.is_global_zero:
             log_curves_layout(logger)
@@ -92,6 +92,8 @@ class ReportWriter(pl.Callback):
         if self._samples_logged or self.train_samples <= 0 or trainer.global_step != 0:
             return
         self._samples_logged = True
+        from lightning_resnet.reporting.tensorboard import tensorboard_logger
+
         logger = tensorboard_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return
@@ -135,7 +137,11 @@ class ReportWriter(pl.Callback):
         history = self.history if self.history is not None else _history(trainer)
         class_names = list(pl_module.hparams.get("class_names") or range(pl_module.hparams["num_classes"]))
         class_names = [str(name) for name in class_names]
-        report = write_report(
+        # matplotlib, scikit-learn, TensorBoard's plugins: imported when a test ends, not with the callback
+        from lightning_resnet.reporting.report import start_report
+        from lightning_resnet.reporting.tensorboard import tensorboard_logger
+
+        pending = start_report(
             collector,
             class_names,
             self.dirpath,
@@ -145,27 +151,29 @@ class ReportWriter(pl.Callback):
             self.embedding,
             self.max_points,
             self.seed,
+            self.figure_process,
         )
-        self.summary = report.summary
+        self.summary = pending.summary
         logger = tensorboard_logger(trainer)
+        if logger is not None and pending.order:  # while the figure process draws
+            self._log_projector_and_hparams(logger, trainer, collector, class_names, history)
+        report = pending.finish()
         if logger is not None and report.figures:
-            self._log_to_tensorboard(logger, trainer, collector, class_names, history, report.figures)
+            _log_pngs(logger, {f"report/{name}": png for name, png in report.figures.items()}, trainer.global_step)
+            logger.experiment.flush()
 
-    def _log_to_tensorboard(
+    def _log_projector_and_hparams(
         self,
         logger: TensorBoardLogger,
         trainer: pl.Trainer,
         collector: OutputCollector,
         class_names: list[str],
         history: list[dict[str, Any]] | None,
-        figs: dict[str, Path],
     ) -> None:
-        """Report PNGs as images, the projector data, and the HParams row with the final figures."""
+        """The projector data, the figures that are no curve, and the HParams row with the final figures."""
+        from lightning_resnet.reporting.tensorboard import log_hparams_with_results, log_projector
+
         step = trainer.global_step
-        for name, png in figs.items():
-            with Image.open(png) as image:
-                pixels = np.asarray(image.convert("RGB"))
-            logger.experiment.add_image(f"report/{name}", pixels, global_step=step, dataformats="HWC")
         logits, targets, features, thumbnails = collector.stacked()
         chosen = torch.as_tensor(subsample(len(targets), self.max_points, self.seed))
         log_projector(
@@ -191,7 +199,22 @@ class ReportWriter(pl.Callback):
         logged = [*(k for k in ("val/acc", "val/loss") if fitted[-1].get(k) is not None), *logged]
         if self.hparams is not None:
             log_hparams_with_results(logger, self.hparams, [*logged, *sorted(extra)])
-        logger.experiment.flush()
+
+
+def _log_pngs(logger: TensorBoardLogger, pngs: Mapping[str, Path], step: int) -> None:
+    """PNG files as TensorBoard images, their bytes as they are (`add_image` would decode and encode them again)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from lightning_resnet.compat import event_file_writer
+
+    writer = event_file_writer(logger.experiment)
+    for tag, png in pngs.items():
+        with Image.open(png) as image:  # reads the header only
+            (width, height), channels = image.size, len(image.getbands())
+        image_proto = Summary.Image(
+            height=height, width=width, colorspace=channels, encoded_image_string=png.read_bytes()
+        )
+        writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image_proto)]), step)
 
 
 def _gather_on_rank_zero(collector: OutputCollector, trainer: pl.Trainer) -> OutputCollector | None:

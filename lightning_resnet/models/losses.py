@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lightning_resnet.errors import ConfigError
@@ -24,6 +23,8 @@ def balanced_class_weights(class_counts: Sequence[int]) -> list[float]:
         raise ConfigError(f"loss.class_weights=balanced: classes {empty} have no training samples")
     classes = np.arange(len(class_counts))
     labels = np.repeat(classes, class_counts)
+    from sklearn.utils.class_weight import compute_class_weight  # only for `loss.class_weights=balanced`
+
     return compute_class_weight("balanced", classes=classes, y=labels).tolist()
 
 

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from sklearn import metrics
 
 COLUMNS = ("precision", "recall", "f1", "support")
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts, rows = true class, columns = predicted class; a tensor, as the report's callers expect."""
+    from sklearn import metrics  # here, not at import: scikit-learn's metrics only for the report
+
     counts = metrics.confusion_matrix(targets.cpu().numpy(), preds.cpu().numpy(), labels=range(num_classes))
     return torch.from_numpy(counts)
 
@@ -30,6 +31,8 @@ def classification_report(
     scikit-learn's `output_dict` reshaped for the writers: "f1-score" becomes "f1", and accuracy (a bare
     float there) becomes a row with the same figure in every score column and the total as support.
     """
+    from sklearn import metrics
+
     sk = metrics.classification_report(
         targets.cpu().numpy(),
         preds.cpu().numpy(),

@@ -9,9 +9,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
-from sklearn.metrics import silhouette_score
 
 from lightning_resnet.errors import ConfigError
 
@@ -27,7 +24,11 @@ def project_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.n
     if len(features) < 3:
         return np.zeros((len(features), 2))
     if method == "pca":
+        from sklearn.decomposition import PCA  # here, not at import: the report's, at the end of a run
+
         return PCA(n_components=2, random_state=seed).fit_transform(features)
+    from sklearn.manifold import TSNE
+
     perplexity = min(30.0, (len(features) - 1) / 3)
     return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(features)
 
@@ -38,6 +39,8 @@ def silhouette(features: np.ndarray, labels: np.ndarray, max_points: int = 5000,
     if not 2 <= num_labels < len(labels):
         log.warning("silhouette needs 2 <= classes < samples; got %d classes, %d samples", num_labels, len(labels))
         return None
+    from sklearn.metrics import silhouette_score
+
     sample_size = min(len(labels), max_points)
     return float(silhouette_score(features, labels, sample_size=sample_size, random_state=seed))
 

@@ -1,6 +1,8 @@
 """The report's figures, drawn with matplotlib's Agg backend (no display needed).
 
-Each function returns a `Figure`; the caller saves it and/or logs it to TensorBoard, then closes it.
+Each `*_figure` function returns a `Figure`; `save_figures` draws a set of them into PNG files, and
+`FigureProcess` does that in a forked child while this process goes on (the end of a run has two
+cores and one Python thread: matplotlib holds the GIL while it draws, so a thread would not overlap).
 """
 
 from __future__ import annotations
@@ -8,8 +10,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import multiprocessing
 import re
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -20,7 +26,6 @@ import numpy as np
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from lightning_resnet.reporting.history import best_epoch
 
@@ -94,6 +99,8 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> F
     Both panels are scikit-learn's `ConfusionMatrixDisplay`, the plot researchers know; cell text is
     left out above 30 classes, where it would not fit.
     """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     use_fonts_for(class_names)
     counts = np.asarray(counts)
     totals = counts.sum(axis=1, keepdims=True)
@@ -179,3 +186,59 @@ def mistakes_figure(
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("most confident mistakes: true → predicted (confidence)", fontsize=10)
     return fig
+
+
+DPI = 110
+Drawing = Callable[[], Figure]  # draws one figure from data it holds (numpy arrays, lists; no torch)
+
+
+def save_figures(drawings: Mapping[str, Drawing], out_dir: Path) -> dict[str, Path]:
+    """Draw each figure and save it as `<out_dir>/<name>.png`; {name: PNG file}."""
+    pngs = {}
+    for name, draw in drawings.items():
+        fig = draw()
+        pngs[name] = Path(out_dir) / f"{name}.png"
+        fig.savefig(pngs[name], dpi=DPI)
+        plt.close(fig)
+    return pngs
+
+
+class FigureProcess:
+    """`save_figures(drawings, out_dir)` in a forked child, started at once; `join` waits for it and draws in
+    this process whatever the child did not save (it failed, or forking is not available).
+
+    Forked rather than spawned: the child starts in milliseconds with matplotlib already imported, and the
+    drawings run only numpy and matplotlib, nothing that threads of this process (torch's, TensorBoard's
+    writers) hold a lock in. Linux only (macOS system libraries are not fork-safe); elsewhere, or with
+    `enabled=False`, `join` draws everything here.
+    """
+
+    def __init__(self, drawings: Mapping[str, Drawing], out_dir: Path, enabled: bool = True) -> None:
+        self.drawings, self.out_dir = dict(drawings), Path(out_dir)
+        self.process: multiprocessing.process.BaseProcess | None = None
+        if not (enabled and self.drawings and sys.platform == "linux"):
+            return
+        for name in self.drawings:  # so that `join` sees what the child saved, not an earlier run's file
+            (self.out_dir / f"{name}.png").unlink(missing_ok=True)
+        context = multiprocessing.get_context("fork")
+        self.process = context.Process(target=save_figures, args=(self.drawings, self.out_dir), daemon=True)
+        with warnings.catch_warnings():  # Python >= 3.12 warns about forking any process that has threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.process.start()
+
+    def join(self) -> dict[str, Path]:
+        """{name: PNG file} of every drawing, once each is saved."""
+        pngs = {name: self.out_dir / f"{name}.png" for name in self.drawings}
+        missing = dict(self.drawings)
+        if self.process is not None:
+            self.process.join()
+            if self.process.exitcode == 0:  # every file it saved is complete
+                missing = {name: draw for name, draw in self.drawings.items() if not pngs[name].is_file()}
+            if missing:
+                log.warning(
+                    "the figure process exited with %s; drawing %s here", self.process.exitcode, ", ".join(missing)
+                )
+            self.process.close()
+            self.process = None
+        save_figures(missing, self.out_dir)
+        return pngs

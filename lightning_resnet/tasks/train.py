@@ -30,8 +30,6 @@ from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter, log_run_hparams
 from lightning_resnet.checkpoints import resume_checkpoint
 from lightning_resnet.errors import ConfigError, exit_on_config_error
-from lightning_resnet.inference.predictor import input_images, predict_images
-from lightning_resnet.inference.writers import write_kaggle_csv
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.history import best_value
 from lightning_resnet.reporting.tensorboard import run_hparams
@@ -103,6 +101,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, resume_from: str | None, sta
 def write_kaggle_submission(model: ResNetClassifier, datamodule: Any, path: Path) -> None:
     """`id,label` for the unlabelled images of `data.predict_dir`, with the tested weights, through the
     prediction path of the predict task (and the data's `bad_images` policy)."""
+    from lightning_resnet.inference.predictor import input_images, predict_images  # kaggle_submission=true only
+    from lightning_resnet.inference.writers import write_kaggle_csv
+
     folder = getattr(datamodule, "predict_dir", None)
     if not folder:
         raise ConfigError("kaggle_submission=true needs data.predict_dir (a folder of unlabelled images)")
