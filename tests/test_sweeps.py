@@ -262,13 +262,10 @@ def test_killed_run_continues_from_its_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "ddp",
-    [["trainer=ddp_sim"], ["trainer.accelerator=cpu", "trainer.devices=2"]],  # the second: Lightning picks DDP
-    ids=["ddp_sim", "devices=2"],
-)
-def test_ddp_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path, ddp):
+def test_ddp_inside_a_sweep_trains_each_job_once_in_its_own_folder(tmp_path):
+    """`devices=2` on the CPU, where Lightning picks DDP itself; `trainer=ddp_sim` runs in the next test."""
     sweep = tmp_path / "sweep"
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2"]
     run_cli(tmp_path, *ddp, "optimizer=adam,sgd", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["optimizer=adam", "optimizer=sgd"]  # the children did not re-run the sweep
@@ -289,6 +286,8 @@ def test_a_failing_ddp_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     assert "Invalid learning rate" in rows["optimizer.lr=-1.0"]["error"]
     assert rows["optimizer.lr=0.01"]["status"] == "ok"
     assert read_json(sweep / "optimizer.lr=0.01" / "metrics.json")["test"]["test/acc"] > 0
+    assert (sweep / "optimizer.lr=0.01" / "train_ddp_process_1.log").is_file()  # rank 1 ran in the job's folder
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
 
 
 @pytest.mark.parametrize(
