@@ -19,13 +19,15 @@ import torch
 
 from benchmarks.common import Row, format_table, write_results
 
-SECTIONS = ("whole_run", "overhead", "pipeline", "startup", "gpu")
+SECTIONS = ("whole_run", "overhead", "pipeline", "decode", "scale", "startup", "gpu")
 QUICK = {  # --quick: each section's settings for a smoke run
     "whole_run": {"pairs": 1, "epochs": 2, "warmup": 0},
     "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
-    "pipeline": {"images": 64, "batch": 16, "model_steps": 1},
+    "pipeline": {"images": 64, "batch": 16, "model_steps": 1, "min_seconds": 0.2},
     "startup": {"repeats": 1},
     "gpu": {"steps": 6, "warmup": 2, "compile": False},
+    "decode": {"images": 32, "repeats": 1},
+    "scale": {"sizes": (200, 1000)},  # the full section: 1k, 10k, 40k (`python -m benchmarks.scale --sizes`)
 }
 
 

@@ -29,7 +29,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader
 
 from benchmarks.common import Row
 from lightning_resnet.data import DigitsDataModule
@@ -84,7 +83,21 @@ class Interleave(pl.Callback):
         self._last = plain_end
 
 
-def interleaved_run(loader: DataLoader, arch: str, steps: int) -> Interleave:
+class ModelBatches:
+    """The data module's training loader as the model takes it (normalised floats: what the data module's
+    `on_after_batch_transfer` does under a Trainer), for the plain loop and a Trainer given the loader alone."""
+
+    def __init__(self, dm: DigitsDataModule) -> None:
+        self.dm, self.loader = dm, dm.train_dataloader()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        return (self.dm.model_input(batch, train=True) for batch in self.loader)
+
+
+def interleaved_run(loader: Iterable, arch: str, steps: int) -> Interleave:
     """One `Trainer.fit` of `steps` steps with the plain loop interleaved; returns the step times."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     timer = Interleave(PlainLoop(loader, arch, device))
@@ -116,7 +129,7 @@ def bootstrap_interval(plain: list[float], light: list[float], draws: int = 2000
 def run(arch: str = "resnet18", batch_size: int = 64, steps: int = 100, warmup: int = 5, repeats: int = 3) -> list[Row]:
     dm = DigitsDataModule(image_size=32, batch_size=batch_size, num_workers=0)
     dm.setup("fit")
-    loader = dm.train_dataloader()
+    loader = ModelBatches(dm)
     light: list[float] = []
     plain: list[float] = []
     run_ratios = []

@@ -20,10 +20,12 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
 __all__ = [
     "UnrepeatedDistributedSampler",
+    "auto_augment_space",
     "event_file_writer",
     "nested_schedulers",
     "quiet_search_bar",
     "set_last_lrs",
+    "shared_memory_tensor",
 ]
 
 
@@ -66,3 +68,20 @@ def quiet_search_bar(quiet: bool) -> Iterator[None]:
         yield
     finally:
         lightning_lr_finder.tqdm = original
+
+
+def shared_memory_tensor(shape: Sequence[int], dtype: Any) -> Any:
+    """An uninitialised tensor in shared memory, which a DataLoader worker hands to the main process without a
+    copy: the storage call `default_collate` makes for the batches it stacks (`share_memory_()` would copy)."""
+    import math
+
+    import torch
+
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).set_(storage).view(tuple(shape))
+
+
+def auto_augment_space(op: Any) -> dict[str, Any]:
+    """{op name: (magnitudes(num_bins, height, width), signed)} of a v2 `RandAugment`/`TrivialAugmentWide`:
+    the ops and magnitude tables it draws from, so a batched form draws from the same."""
+    return dict(op._AUGMENTATION_SPACE)

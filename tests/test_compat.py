@@ -55,7 +55,7 @@ def test_epoch_metrics_cover_every_batch_of_every_epoch(make_cfg):
     trainer = build_trainer(cfg)
     first = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     second = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    batches = list(datamodule.val_dataloader())
+    batches = [datamodule.model_input(batch) for batch in datamodule.val_dataloader()]
     assert len({len(y) for _, y in batches}) > 1  # a short last batch: the loss mean must weight by size
     with torch.no_grad():
         logits = [model.eval()(x) for x, _ in batches]

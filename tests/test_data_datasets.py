@@ -46,7 +46,7 @@ def test_dataset_config_on_its_real_layout(name, make_cfg, tmp_path):
         other = build_datamodule(make_cfg(*_overrides(name, root, "seed=5")))
         assert other.datasets["val"].paths != dm.datasets["val"].paths
 
-    x, y = next(iter(dm.train_dataloader()))
+    x, y = dm.model_input(next(iter(dm.train_dataloader())), train=True)  # what the Trainer hands the model
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
     assert y.dtype == torch.long and y.min() >= 0 and y.max() < dm.num_classes
     mean, std = torch.tensor(dm.mean).view(1, 3, 1, 1), torch.tensor(dm.std).view(1, 3, 1, 1)

@@ -29,6 +29,11 @@ def make_dm(root: Path, **kwargs) -> ImageFolderDataModule:
     return dm
 
 
+def as_unit_floats(image: torch.Tensor) -> torch.Tensor:
+    """A dataset's image in [0, 1] (with normalize=none): uint8 images, normalised after the transfer, scaled."""
+    return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
 def sizes(dm: ImageFolderDataModule) -> dict[str, int]:
     return {split: len(ds) for split, ds in dm.datasets.items()}
 
@@ -98,7 +103,7 @@ def test_carved_validation_split_is_never_augmented(tmp_path):
     dm = make_dm(tmp_path, augment=[v2.RandomInvert(p=1.0)], normalize="none")
     eval_tf = eval_transform(dm.preprocessing())
     for split, inverted in (("train", True), ("val", False), ("test", False)):
-        image, _ = dm.datasets[split][0]
+        image = as_unit_floats(dm.datasets[split][0][0])
         plain = eval_tf(load_rgb(dm.datasets[split].paths[0]))
         assert torch.allclose(image, 1 - plain if inverted else plain, atol=1e-6), split
 
@@ -126,10 +131,23 @@ def test_weighted_sampler_balances_imbalanced_classes(tmp_path):
 def test_crop_ratio_resizes_then_centre_crops(tmp_path):
     write_classes(tmp_path / "train", {"a": 5, "b": 5})
     dm = make_dm(tmp_path, crop_ratio=0.5, normalize="none")
-    image, _ = dm.datasets["val"][0]
+    image = as_unit_floats(dm.datasets["val"][0][0])
     source = load_rgb(dm.datasets["val"].paths[0])
     expected = v2.functional.center_crop(v2.functional.resize(v2.functional.to_image(source), 64), 32)
     assert image.shape == (3, 32, 32)
     assert torch.allclose(image, expected.float() / 255, atol=1e-6)
     assert dm.preprocessing()["crop_ratio"] == 0.5
     assert torch.allclose(eval_transform(dm.preprocessing())(source), image, atol=1e-6)  # what prediction uses
+
+
+def test_image_files_keep_their_paths_in_one_array_workers_need_not_copy(tmp_path):
+    """No `Path` object per file (one refcount write per read would copy its memory into every worker)."""
+    from lightning_resnet.data.datasets import ImageFileDataset
+
+    rng = np.random.default_rng(0)
+    files = [write_image(tmp_path / name, rng) for name in ("a.png", "café/ß.jpg", "c.png")]
+    dataset = ImageFileDataset(files, [0, 1, 0])
+    assert isinstance(dataset._paths, np.ndarray) and dataset._paths.dtype.kind == "S"
+    assert dataset.paths == files and len(dataset) == 3  # non-ASCII names round-trip
+    image, label = dataset[1]
+    assert image.size == (40, 32) and label == 1

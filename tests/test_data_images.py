@@ -4,11 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from lightning_resnet.builders import build_datamodule
 from lightning_resnet.data import ImageFolderDataModule
-from lightning_resnet.data.images import BadImagesError, load_rgb
+from lightning_resnet.data.datasets import ImageFileDataset
+from lightning_resnet.data.images import BadImagesError, draft_side, load_rgb
+from lightning_resnet.data.pixels import decode_resized
+from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.tasks.prepare import main as prepare_main
 from lightning_resnet.tasks.train import run
 from tests.miniature import write_image
@@ -165,3 +170,43 @@ def test_prepare_dispatcher_lists_its_commands(capsys):
     assert "no files to scan" in capsys.readouterr().out
     assert prepare_main(["scan", "data=folder", "data.root=/nonexistent/x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- reduced-scale JPEG decoding: training, the pixel cache and prediction read the same pixels --------
+
+
+def _gradient_jpeg(path: Path, width: int, height: int) -> Path:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    checks = (np.indices((height, width)).sum(axis=0) // 7 % 2 * 40)[:, :, None]  # edges, like a photo's
+    pixels = np.broadcast_to((x + y) / 2 + checks, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def test_jpegs_twice_the_target_side_decode_at_reduced_scale_the_rest_exactly(tmp_path):
+    big = _gradient_jpeg(tmp_path / "big.jpg", 400, 300)
+    full = np.asarray(load_rgb(big))
+    assert full.shape == (300, 400, 3)  # no target size: the whole image
+    assert load_rgb(big, draft_size=64).size == (100, 75)  # 1/4: the smallest scale keeping 64 px a side
+    assert load_rgb(big, draft_size=150).size == (200, 150)  # exactly twice: 1/2
+    assert np.array_equal(np.asarray(load_rgb(big, draft_size=151)), full)  # under twice: a full decode
+    png = tmp_path / "big.png"
+    Image.fromarray(full).save(png)
+    assert load_rgb(png, draft_size=64).size == (400, 300)  # other formats always decode in full
+
+    resize = v2.Compose([*resize_ops(64), v2.PILToTensor()])
+    cached = decode_resized(big, 64)  # the pixel cache's decode
+    as_files = ImageFileDataset([big], transform=resize, draft_size=draft_side(64))[0][0]  # training, prediction
+    assert torch.equal(cached, as_files)
+    difference = (cached.int() - resize(Image.fromarray(full)).int()).abs().float()
+    assert difference.mean() < 2 and difference.max() < 40  # the same picture, pixels a little apart
+
+
+def test_images_returned_without_a_copy_stay_usable(tmp_path):
+    jpeg = write_image(tmp_path / "upright.jpg", np.random.default_rng(0), 1)
+    assert np.asarray(load_rgb(jpeg)).shape == (32, 40, 3)  # not a closed image
+    frames = [Image.new("RGB", (8, 8), (60 * i, 0, 0)) for i in range(2)]
+    frames[0].save(tmp_path / "two.tif", save_all=True, append_images=frames[1:])
+    image = load_rgb(tmp_path / "two.tif")  # a multi-frame file keeps its handle open: copied, closed
+    assert image.mode == "RGB" and (np.asarray(image) == 0).all()

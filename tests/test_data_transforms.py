@@ -53,10 +53,12 @@ def test_batch_augment_gives_soft_training_targets_only(make_cfg, tmp_path, name
     root = _two_class_folder(tmp_path / "data")
     overrides = ["data=folder", f"data.root={root}", f"augment={name}", "data.num_workers=0", "data.batch_size=8"]
     dm = build_datamodule(make_cfg(*overrides))
-    _, y = next(iter(dm.train_dataloader()))
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and labels.dtype == torch.long  # mixed on the device, after the transfer
+    _, y = dm.model_input((images, labels), train=True)
     assert y.shape == (8, 2) and y.dtype == torch.float32
     assert torch.allclose(y.sum(dim=1), torch.ones(8)) and ((y > 0) & (y < 1)).any()
-    _, y_val = next(iter(dm.val_dataloader()))
+    _, y_val = dm.model_input(next(iter(dm.val_dataloader())))
     assert y_val.dtype == torch.long and y_val.ndim == 1
     if name == "mixup":  # the losses and metrics take the soft targets
         metrics = run(make_cfg(*overrides, "trainer.fast_dev_run=true"))
@@ -79,7 +81,9 @@ def test_auto_normalization_reproduces_the_hand_computed_statistics_and_is_cache
     expected = _pixels(dm.datasets["train"].paths)
     assert dm.mean == pytest.approx(expected.mean(axis=0).tolist(), abs=1e-9)
     assert dm.std == pytest.approx(expected.std(axis=0).tolist(), abs=1e-9)
-    x, _ = dm.datasets["train"][0]
+    image, _ = dm.datasets["train"][0]
+    assert image.dtype == torch.uint8  # the loaders ship uint8; normalised once per batch on the device
+    x = dm.model_input((image[None], torch.zeros(1)))[0][0]
     raw = torch.as_tensor(np.asarray(Image.open(dm.datasets["train"].paths[0]).convert("RGB")) / 255.0)
     normalized = (raw.permute(2, 0, 1) - torch.tensor(dm.mean).view(3, 1, 1)) / torch.tensor(dm.std).view(3, 1, 1)
     assert torch.allclose(x, normalized.float(), atol=1e-5)

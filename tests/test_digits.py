@@ -45,9 +45,9 @@ def test_a_class_too_small_to_split_is_named():
 
 def test_batch_shape_dtype_and_normalization():
     dm = _dm()
-    x, y = next(iter(dm.train_dataloader()))
+    x, y = dm.model_input(next(iter(dm.train_dataloader())), train=True)
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
-    all_train = torch.cat([b[0] for b in dm.train_dataloader()])
+    all_train = torch.cat([dm.model_input(b)[0] for b in dm.train_dataloader()])
     assert all_train.mean(dim=(0, 2, 3)).abs().max() < 1e-3  # normalize=auto: zero mean, unit std
     assert (all_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
     raw = dm.datasets["train"].images()
@@ -57,7 +57,8 @@ def test_batch_shape_dtype_and_normalization():
 def test_imagenet_and_explicit_normalization():
     assert _dm(normalize="imagenet").mean == pytest.approx([0.485, 0.456, 0.406])
     dm = _dm(normalize={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
-    x, _ = dm.datasets["val"][0]
+    image, _ = dm.datasets["val"][0]
+    x = dm.model_input((image[None], torch.zeros(1)))[0][0]
     raw = dm.datasets["val"].images(0, 1)[0].float() / 255
     assert torch.allclose(x, (raw - 0.5) / 0.25, atol=1e-5)
     assert dm.preprocessing() == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}

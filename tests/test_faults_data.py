@@ -22,7 +22,7 @@ from lightning_resnet.data.cache import fingerprint
 from lightning_resnet.data.datasets import ImageFileDataset
 from lightning_resnet.data.images import (
     DEFAULT_MAX_PIXELS,
-    DRAFT_ABOVE_PIXELS,
+    DRAFT_FACTOR,
     BadImageError,
     BadImagesError,
     find_bad_images,
@@ -204,8 +204,7 @@ def _gradient_jpeg(path: Path, width: int, height: int) -> Path:
 
 
 def test_large_jpegs_are_decoded_at_reduced_scale_small_ones_exactly(tmp_path):
-    big = _gradient_jpeg(tmp_path / "big.jpg", 4800, 3600)  # 17.3 MP, over DRAFT_ABOVE_PIXELS
-    assert DRAFT_ABOVE_PIXELS < 4800 * 3600
+    big = _gradient_jpeg(tmp_path / "big.jpg", 4800, 3600)  # 17.3 MP
     assert load_rgb(big).size == (4800, 3600)  # no target size: the full image
     drafted = load_rgb(big, draft_size=32)
     assert drafted.size == (600, 450)  # libjpeg's 1/8 scale: 64x fewer pixels, still >= 32 px a side
@@ -217,8 +216,10 @@ def test_large_jpegs_are_decoded_at_reduced_scale_small_ones_exactly(tmp_path):
     assert torch.equal(as_files[0][0], resized)  # the file path of training and prediction: the same pixels
     full = torch.from_numpy(np.array(load_rgb(big).resize((32, 32), Image.Resampling.BILINEAR))).permute(2, 0, 1)
     assert (resized.int() - full.int()).abs().float().mean() < 2  # the same picture
-    small = _gradient_jpeg(tmp_path / "small.jpg", 640, 480)
-    assert np.array_equal(np.asarray(load_rgb(small, draft_size=16)), np.asarray(load_rgb(small)))  # bit-identical
+    small = _gradient_jpeg(tmp_path / "small.jpg", 640, 480)  # under DRAFT_FACTOR x the target: exact
+    assert np.array_equal(np.asarray(load_rgb(small, draft_size=241)), np.asarray(load_rgb(small)))
+    assert load_rgb(small, draft_size=240).size == (320, 240)  # DRAFT_FACTOR x the target: reduced
+    assert DRAFT_FACTOR == 2
 
 
 # -- 9: dangling symbolic links --------------------------------------------------------------------------

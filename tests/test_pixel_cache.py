@@ -4,6 +4,7 @@ augmentation semantics as the PIL path, decoded once and rebuilt when the files 
 import os
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_disk_cache_is_built_once_memory_mapped_and_rebuilt_when_files_change(tm
     train = dm.datasets["train"]
     assert isinstance(train.pixels.array, np.memmap) and train.pixels.array.shape == (12, 3, 24, 24)
     image, label = train[0]
-    assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and label in (0, 1)
+    assert image.shape == (3, 24, 24) and image.dtype == torch.uint8 and label in (0, 1)
     copy = pickle.loads(pickle.dumps(train.pixels))  # what a spawned worker gets: the path, mapped there
     assert copy._array is None and torch.equal(copy[3], train.pixels[3])
 
@@ -79,10 +80,12 @@ def test_cached_images_equal_the_pil_path_without_augmentation(tmp_path, decode_
         for split in ("train", "val", "test"):
             assert plain.datasets[split].paths == cached.datasets[split].paths
             for (x, y), (cx, cy) in zip(plain.datasets[split], cached.datasets[split], strict=True):
-                assert cx.shape == x.shape == (3, 24, 24) and cx.dtype == x.dtype == torch.float32
-                assert torch.allclose(cx, x, atol=1e-6) and cy == y  # the same PIL resize, cached
+                assert cx.shape == x.shape == (3, 24, 24) and cx.dtype == x.dtype == torch.uint8
+                assert torch.equal(cx, x) and cy == y  # the same PIL resize, cached
         batch, cached_batch = next(iter(plain.val_dataloader())), next(iter(cached.val_dataloader()))
-        assert torch.allclose(batch[0], cached_batch[0], atol=1e-6)
+        assert batch[0].dtype == cached_batch[0].dtype == torch.uint8 and torch.equal(batch[0], cached_batch[0])
+        normalised = plain.model_input(batch)[0]
+        assert normalised.dtype == torch.float32 and torch.allclose(cached.model_input(cached_batch)[0], normalised)
     assert len(decode_calls) == 24  # 12 files per geometry
 
 
@@ -106,7 +109,7 @@ def half_dark_folder(root: Path) -> Path:
 
 def flipped(images: torch.Tensor) -> torch.Tensor:
     """Per image (N, C, H, W): is the left half the bright one?"""
-    width = images.shape[-1]
+    width, images = images.shape[-1], images.float()
     return images[..., : width // 2].mean(dim=(1, 2, 3)) > images[..., width // 2 :].mean(dim=(1, 2, 3))
 
 
@@ -125,28 +128,30 @@ def test_random_flip_is_drawn_per_image_with_and_without_the_cache(tmp_path, cac
     images, labels = next(iter(loader))
     assert images.dtype == torch.uint8 and images.shape[1:] == (3, 24, 24)
     batch = images[:1].expand(400, -1, -1, -1)  # one image 400 times in one batch
-    augmented, _ = gpu.on_after_batch_transfer((batch, labels[:1].expand(400)), 0)
+    augmented, _ = gpu.model_input((batch, labels[:1].expand(400)), train=True)
     assert augmented.dtype == torch.float32 and augmented.max() <= 1.0
     assert 0.4 < flipped(augmented).float().mean() < 0.6  # not one draw for the whole batch
 
 
-def test_device_augment_normalises_like_the_workers_and_mixes_batches(tmp_path):
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_every_loader_ships_uint8_and_the_device_normalises_and_mixes(tmp_path, cache):
     root = write_folder(tmp_path / "data")
-    cpu = make_dm(root, cache="memory")
-    gpu = make_dm(root, cache="memory", augment_on="gpu", batch_augment=[v2.MixUp(num_classes=2)])
-    gpu.train_dataloader()
-    train_cpu, train_gpu = cpu.datasets["train"], gpu.datasets["train"]
-    images = torch.stack([train_gpu[i][0] for i in range(4)])
-    expected = torch.stack([train_cpu[i][0] for i in range(4)])
-    gpu.device_augment.batch_op = None
-    normalised, _ = gpu.on_after_batch_transfer((images, torch.tensor([0, 1, 0, 1])), 0)
-    assert torch.allclose(normalised, expected, atol=1e-6)
+    dm = make_dm(root, cache=cache, augment_on="gpu", batch_augment=[v2.MixUp(num_classes=2)], normalize="imagenet")
+    mean, std = torch.tensor(dm.mean).view(1, 3, 1, 1), torch.tensor(dm.std).view(1, 3, 1, 1)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        images, labels = next(iter(loader))
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 24, 24) and labels.dtype == torch.long
+        x, y = dm.model_input((images, labels))  # evaluation: normalised, never augmented or mixed
+        assert torch.allclose(x, (images.float() / 255 - mean) / std, atol=1e-5) and torch.equal(y, labels)
 
-    gpu.device_augment.batch_op = v2.MixUp(num_classes=2)
-    mixed, soft = gpu.on_after_batch_transfer((images, torch.tensor([0, 1, 0, 1])), 0)
-    assert mixed.shape == expected.shape and soft.shape == (4, 2)
-    float_batch = (expected, torch.tensor([0, 1, 0, 1]))  # val/test batches pass through untouched
-    assert gpu.on_after_batch_transfer(float_batch, 0) is float_batch
+    images, labels = next(iter(dm.train_dataloader()))
+    dm.trainer = SimpleNamespace(training=True)  # what Lightning's hook sees while fitting
+    mixed, soft = dm.on_after_batch_transfer((images, labels), 0)
+    assert mixed.dtype == torch.float32 and soft.shape == (len(labels), 2)
+    dm.trainer = SimpleNamespace(training=False)  # validating / testing: normalised only
+    assert dm.on_after_batch_transfer((images, labels), 0)[1] is labels
+    float_batch = (mixed, labels)  # a batch that is already float passes untouched
+    assert dm.on_after_batch_transfer(float_batch, 0) is float_batch
 
 
 def test_cache_options_are_checked(tmp_path):

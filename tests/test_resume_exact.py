@@ -117,4 +117,5 @@ def test_epoch_index_travels_to_workers_and_the_wrapper_forwards_the_dataset() -
     assert index == 4 and index.epoch_seed == 99 and [10, 11, 12, 13, 14][index] == 14
     wrapped = pickle.loads(pickle.dumps(EpochSeededDataset(Tens())))
     assert len(wrapped) == 3 and wrapped[EpochIndex(2, 5)] == 20 and wrapped.labels == [0, 1, 2]
-    assert not hasattr(wrapped, "__getitems__")
+    # a batch at a time: the wrapped dataset's own `__getitems__` when it has one, else item by item
+    assert wrapped.__getitems__([EpochIndex(2, 5), EpochIndex(0, 5)]) == [20, 0]

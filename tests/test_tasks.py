@@ -161,7 +161,7 @@ def test_export_matches_pytorch_within_1e4(trained_digits_run, fmt, tmp_path):
     # Independently of the task's own check: real digits, a batch size not seen at export time.
     model = ResNetClassifier.from_checkpoint(ckpt)
     datamodule = build_datamodule(compose_config(tmp_path / "unused", ["data.image_size=32"]))
-    images = next(iter(datamodule.test_dataloader()))[0][:5]
+    images = datamodule.model_input(next(iter(datamodule.test_dataloader())))[0][:5]
     with torch.no_grad():
         expected = model(images).numpy()
     if fmt == "onnx":

@@ -43,7 +43,7 @@ def test_digits_run_learns_and_writes_its_outputs(make_cfg):
     dm = build_datamodule(cfg)
     correct = total = 0
     with torch.no_grad():
-        for x, y in dm.test_dataloader():
+        for x, y in map(dm.model_input, dm.test_dataloader()):
             correct += (model(x).argmax(1) == y).sum().item()
             total += len(y)
     assert correct / total == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)

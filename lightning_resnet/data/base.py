@@ -17,15 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from lightning_resnet.compat import UnrepeatedDistributedSampler
+from lightning_resnet.data.batch_augment import BatchAugment
 from lightning_resnet.data.sampling import EpochSampler, EpochSeededDataset
-from lightning_resnet.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchAugment,
-    DeviceAugment,
-    build_transform,
-    resize_ops,
-)
+from lightning_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DeviceTransform, collate, worker_transform
 from lightning_resnet.errors import ConfigError
 from lightning_resnet.utils import available_cpus
 
@@ -56,13 +50,16 @@ class ClassificationDataModule(pl.LightningDataModule):
         sampler: null (shuffle) or `weighted`: draw training images with probability 1 / class count,
             so every class is seen equally often (with replacement, same epoch length).
         batch_augment: batch-level ops on training batches (MixUp/CutMix, the `augment.batch` entries),
-            each an op or a factory called with `num_classes=`; one is chosen at random per batch.
+            each an op or a factory called with `num_classes=`; one is chosen at random per batch. They run
+            on the device after normalisation (`DeviceTransform`), whatever `augment_on` says.
         crop_ratio: null (resize to a square) or e.g. 0.875: resize the shorter side to
             image_size / crop_ratio, then centre-crop image_size (train and eval geometry alike).
-        augment_on: where training augmentation and normalisation run. `cpu`: in the DataLoader
-            workers. `gpu`: workers only decode and resize, batches travel as uint8 (4x fewer bytes)
-            and `DeviceAugment` runs on the training device after the transfer, image by image.
-            `auto`: `gpu` when the Trainer trains on a CUDA device, else `cpu`.
+        augment_on: where training augmentation runs. `cpu`: in the DataLoader workers (image files: the
+            v2 ops image by image; a pixel cache: `BatchAugment` over each uint8 batch, rounded back to uint8).
+            `gpu`: workers only decode and resize, and `BatchAugment` runs on the training device after the
+            transfer. `auto`: `gpu` when the Trainer trains on a CUDA device, else `cpu`. Either way every
+            loader ships uint8 (N, 3, H, W) batches (4x fewer bytes than floats) and normalisation runs once
+            per batch on the device (`on_after_batch_transfer`), for training and evaluation alike.
     """
 
     def __init__(
@@ -103,10 +100,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.batch_augment = list(batch_augment)
         self.crop_ratio = crop_ratio
         self.augment_on = augment_on
-        self.train_collate: BatchAugment | None = None
-        self.device_augment: DeviceAugment | None = None  # set by train_dataloader with augment_on gpu
+        self.device_transform: DeviceTransform | None = None  # normalisation (+ augmentation, MixUp) on the device
         self.datasets: dict[str, Dataset] = {}
-        self.train_transform: v2.Compose | None = None  # the CPU path's; train_dataloader restores it
+        self.train_transform: Callable | None = None  # the CPU path's; train_dataloader restores it
         self.train_sampler: EpochSampler | None = None  # made by the first train_dataloader, then reused
         self._sampler_state: dict[str, int] | None = None  # from a checkpoint, for a sampler not made yet
         self.mean: list[float] = []
@@ -136,14 +132,22 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.datasets = self._load_splits()
         self.mean, self.std = self._resolve_normalization()
         for split, dataset in self.datasets.items():
-            augment = self.augment if split == "train" else ()
-            dataset.transform = build_transform(self.mean, self.std, augment, self._resize(dataset), self.crop_ratio)
+            dataset.transform = self._worker_transform(dataset, self.augment if split == "train" else ())
         self.train_transform = self.datasets["train"].transform
+        batch_op = None
         if self.batch_augment:
             ops = [op if isinstance(op, nn.Module) else op(num_classes=self.num_classes) for op in self.batch_augment]
-            self.train_collate = BatchAugment(ops)
+            batch_op = ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+        self.device_transform = DeviceTransform(self.mean, self.std, batch_op=batch_op)
         sizes = ", ".join(f"{s}={len(d)}" for s, d in self.datasets.items())
         log.info("%s: %d classes, %s", type(self).__name__, self.num_classes, sizes)
+
+    def _worker_transform(self, dataset: Dataset, augment: Sequence[nn.Module]) -> Callable | None:
+        """What a DataLoader worker does to `dataset`'s images, uint8 in and out: a batch of cached pixels
+        gets `BatchAugment` (None without augmentation), an image file resize + per-image ops (`worker_transform`)."""
+        if getattr(dataset, "batched", False):
+            return BatchAugment(augment, to_uint8=True) if augment else None
+        return worker_transform(augment, self._resize(dataset), self.crop_ratio)
 
     def _resize(self, dataset: Dataset) -> int | None:
         """Side to resize to in the transform; None when the dataset already delivers that size
@@ -215,7 +219,6 @@ class ClassificationDataModule(pl.LightningDataModule):
         split: str,
         shuffle: bool,
         sampler: Sampler | None = None,
-        collate_fn: Callable | None = None,
         dataset: Dataset | None = None,
     ) -> DataLoader:
         # Worker seeding: Lightning's seed_everything(workers=True) adds its worker_init_fn to every loader.
@@ -224,7 +227,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
-            collate_fn=collate_fn,
+            collate_fn=collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -240,15 +243,13 @@ class ClassificationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank = trainer.global_rank if trainer is not None else 0
         dataset = EpochSeededDataset(train, rank) if self.num_workers > 0 else train
-        if self._augment_on_device():
-            # workers decode and resize only; DeviceAugment does the rest after the transfer
-            train.transform = v2.Compose([*resize_ops(self._resize(train), self.crop_ratio), v2.PILToTensor()])
-            batch_op = self.train_collate.op if self.train_collate else None
-            self.device_augment = DeviceAugment(self.augment, self.mean, self.std, batch_op)
-            return self._loader("train", shuffle=False, sampler=sampler, dataset=dataset)
-        train.transform = self.train_transform
-        self.device_augment = None
-        return self._loader("train", shuffle=False, sampler=sampler, collate_fn=self.train_collate, dataset=dataset)
+        on_device = self._augment_on_device()
+        # augment_on gpu: the workers decode and resize only, the device transform augments after the transfer
+        train.transform = self._worker_transform(train, ()) if on_device else self.train_transform
+        if self.device_transform is not None:
+            augment = on_device and bool(self.augment)
+            self.device_transform.augment = BatchAugment(self.augment, to_uint8=False) if augment else None
+        return self._loader("train", shuffle=False, sampler=sampler, dataset=dataset)
 
     def _augment_on_device(self) -> bool:
         if self.augment_on != "auto":
@@ -257,11 +258,23 @@ class ClassificationDataModule(pl.LightningDataModule):
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches of uint8 images (augment_on gpu) get `DeviceAugment` here, on the device."""
+        """Every uint8 batch becomes the model's input here, on the device (`model_input`); a training batch
+        (the Trainer is training) is augmented first with `augment_on=gpu` and mixed after (MixUp/CutMix)."""
+        trainer = getattr(self, "trainer", None)
+        batch = self.model_input(batch, train=trainer is not None and trainer.training)
+        # the precision plugin converts float inputs before the transfer (e.g. to bf16 under `bf16-true`):
+        # these floats were made after it, so they get the same conversion here
+        plugin = getattr(trainer, "precision_plugin", None)
+        return plugin.convert_input(batch) if plugin is not None else batch
+
+    def model_input(self, batch: Any, train: bool = False) -> Any:
+        """(uint8 images, labels) from one of this module's loaders -> (normalised float images, labels):
+        what `on_after_batch_transfer` does, for code that reads the loaders without a Trainer. A batch
+        that is not uint8 images (already floats) passes unchanged."""
         images = batch[0] if isinstance(batch, list | tuple) else None
-        if self.device_augment is None or images is None or images.dtype != torch.uint8:
+        if self.device_transform is None or not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
             return batch
-        return self.device_augment(images, batch[1])
+        return self.device_transform(images, batch[1], train)
 
     def _eval_sampler(self, split: str) -> Sampler | None:
         """Under DDP, each val/test image on exactly one process. Lightning's default sampler pads the

@@ -5,17 +5,21 @@ without it every header is read: a file PIL cannot identify, a dangling symbolic
 `max_image_pixels` is known without decoding; both cached by a fingerprint of the file list), then
 assigns seeded stratified splits. Bad files either stop the run with a report listing every one of
 them, or are left out with a warning listing them; no unreadable image reaches a DataLoader worker.
+
+Every file is `stat`ed once per set-up (the listing's fingerprint); the keys of the verification, the
+`normalize: auto` statistics and the pixel cache derive from it. Each of them is built by one process
+while the others sharing the cache folder (DDP ranks, parallel sweep jobs) wait and read it (`data.cache`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -155,6 +159,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.intensity = intensity
         self.max_image_pixels = None if max_image_pixels is None else int(max_image_pixels)
         self._class_names: list[str] = []
+        self._files_key: str | None = None  # fingerprint of the listed files, stamped once per set-up
 
     @property
     def class_names(self) -> list[str]:
@@ -181,19 +186,20 @@ class ImageFolderDataModule(ClassificationDataModule):
         self, paths: list[Path], recheck: bool = False, progress: bool = False, decode: bool = True
     ) -> dict[str, str]:
         """{path: reason} of the bad files (decoded, or with `decode=False` their headers only); cached by
-        the file list's fingerprint (and the pixel limit, when it is not the default, so old keys hold)."""
+        the file list's fingerprint (and the pixel limit, when it is not the default, so old keys hold),
+        built by one process of those sharing the cache folder."""
         limit = () if self.max_image_pixels == DEFAULT_MAX_PIXELS else (self.max_image_pixels,)
         kind = "verified" if decode else "headers"
-        key = fingerprint(paths, *limit)
-        cached = None if recheck else self.results.get(kind, key)
-        if cached is not None:
-            return cached
-        threads = self.num_workers or available_cpus()
-        what = "images" if decode else "image headers"
-        log.info("checking %d %s with %d threads (cached afterwards)", len(paths), what, threads)
-        bad = find_bad_images(paths, threads, progress, self.max_image_pixels, decode)
-        self.results.put(kind, key, bad)
-        return bad
+        threads = available_cpus()  # nothing else runs during set-up: every core checks
+        self._files_key = fingerprint(paths, threads=threads)
+        key = fingerprint([], *limit, within=self._files_key)
+
+        def check() -> dict[str, str]:
+            what = "images" if decode else "image headers"
+            log.info("checking %d %s with %d workers (cached afterwards)", len(paths), what, threads)
+            return find_bad_images(paths, threads, progress, self.max_image_pixels, decode)
+
+        return self.results.get_or_build(kind, key, check, refresh=recheck)
 
     def _drop_bad(self, listing: Listing) -> Listing:
         """Apply `bad_images` to bad files (undecodable with `verify`, else a bad header) and empty class folders."""
@@ -283,9 +289,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         """The same splits served from the pixel cache of all their files (one cache for every split)."""
         how = Decoding(self.image_size, self.crop_ratio, self.cache_decode, self.intensity, self.max_image_pixels)
         every_path = [p for items in parts.values() for p, _ in items]
-        pixels, rows = build_pixels(
-            every_path, how, self.cache_mode, self.cache_dir, self.num_workers or available_cpus()
-        )
+        threads = available_cpus()  # nothing else runs during set-up: every core decodes
+        pixels, rows = build_pixels(every_path, how, self.cache_mode, self.cache_dir, threads, self._files_key)
         return {
             split: PixelDataset(pixels, [rows[str(p)] for p, _ in items], [y for _, y in items], [p for p, _ in items])
             for split, items in parts.items()
@@ -304,37 +309,39 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     # -- normalisation, scanning ------------------------------------------------------
     def _train_mean_std(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean/std of the resized training images; cached per file list and geometry."""
+        """Per-channel mean/std of the resized training images; cached per file list and geometry, computed
+        by one process of those sharing the cache folder."""
         train = self.datasets["train"]
-        key = fingerprint(train.paths, self.image_size, self.crop_ratio)
-        cached = self.results.get("normalize", key)
-        if cached is not None:
-            return cached["mean"], cached["std"]
-        if isinstance(train, PixelDataset):  # the resized pixels are at hand: no decoding
-            batches = train.batches()
-        else:
-            transform = v2.Compose(
-                [*resize_ops(self.image_size, self.crop_ratio), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]
-            )
-            loader = DataLoader(
-                ImageFileDataset(train.paths, train.labels, transform, **self._reading()),
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-            )
-            batches = (images for images, _ in loader)
-        mean, std = channel_mean_std(batches)
-        self.results.put("normalize", key, {"mean": mean, "std": std})
-        log.info("normalize=auto over %d training images: mean %s, std %s", len(train), mean, std)
-        return mean, std
+        key = fingerprint(train.paths, self.image_size, self.crop_ratio, within=self._files_key)
+
+        def compute() -> dict[str, list[float]]:
+            if isinstance(train, PixelDataset):  # the resized pixels are at hand: no decoding
+                batches = train.batches()
+            else:
+                transform = v2.Compose(
+                    [*resize_ops(self.image_size, self.crop_ratio), v2.PILToTensor()]  # uint8: 8x fewer bytes
+                )
+                loader = DataLoader(
+                    ImageFileDataset(train.paths, train.labels, transform, **self._reading()),
+                    batch_size=self.batch_size,
+                    num_workers=self.num_workers,
+                )
+                batches = (images for images, _ in loader)
+            mean, std = channel_mean_std(batches)
+            log.info("normalize=auto over %d training images: mean %s, std %s", len(train), mean, std)
+            return {"mean": mean, "std": std}
+
+        stats = self.results.get_or_build("normalize", key, compute)
+        return stats["mean"], stats["std"]
 
     def scan(self, progress: bool = False) -> ScanReport:
         """Decode every file of every split (and `predict_dir`), ignoring the cache; nothing is skipped."""
         listing = self._list()
         bad = {str(d): "class folder without images" for d in listing.empty_classes}
         counts = {}
-        for split, items in listing.splits.items():
-            names = sorted({c for _, c in items})
-            counts[split] = {name: sum(c == name for _, c in items) for name in names}
+        for split, items in listing.splits.items():  # one pass (not one per class: 1000 x 1.28 M for ImageNet)
+            per_class = Counter(c for _, c in items)
+            counts[split] = {name: per_class[name] for name in sorted(per_class)}
         paths = listing.paths()
         if self.predict_dir and (self.root / self.predict_dir).is_dir():
             predict = list_images(self.root / self.predict_dir, recursive=False)[0]

@@ -12,20 +12,28 @@ Size: a file whose header claims more than `max_pixels` pixels (default `DEFAULT
 error threshold) is a bad image, named with its size, before a byte of it is decoded: a 100 KB PNG can
 claim 30000 x 30000 pixels and take gigabytes to decode (a decompression bomb). `max_pixels=None` lifts
 the limit, PIL's process-wide one (`Image.MAX_IMAGE_PIXELS`) included, which is raised as needed.
-Decoding memory is width x height x channels bytes for every format but one: a JPEG over
-`DRAFT_ABOVE_PIXELS` pixels, read for a transform that resizes it to `draft_size`, is decoded at 1/2, 1/4
-or 1/8 scale (libjpeg's DCT scaling, `Image.draft`), the smallest that still has `draft_size` pixels a side.
-Its pixels then differ slightly from a full decode's (the same picture); smaller JPEGs and every other
-format decode in full, so their pixels are exactly those of a full decode. (Shrinking a PNG after it is
-decoded, `Image.reduce` or `thumbnail`, saves no peak memory: there `max_pixels` is what bounds it.)
+Reduced-scale JPEG decoding: a JPEG read for a transform that resizes it to `draft_size` (see
+`draft_side`) and at least `DRAFT_FACTOR` times that size on both sides is decoded at 1/2, 1/4 or 1/8
+scale (libjpeg's DCT scaling, `Image.draft`): the smallest scale that still has `draft_size` pixels a
+side, so the resize that follows still only shrinks. A 1024 x 768 photo trained at 224 px decodes at
+512 x 384, in about half the time, and the resize has a quarter of the pixels to filter. The picture is
+the same, the pixels differ slightly from a full decode's (DCT-domain scaling filters like a box, the
+resize like a triangle): about 1 grey level on average at 224 px, a few at most on sharp edges
+(`benchmarks/decode.py` measures it). Training, the pixel cache (`data.pixels`, whose fingerprint
+names the rule) and prediction (`inference`) all read through here with the same `draft_size`, so they
+see the same pixels; smaller JPEGs and every other format decode in full, bit-identical to a full
+decode, and so does verification (no `draft_size`). Decoding memory is width x height x channels bytes
+otherwise: shrinking a PNG after it is decoded (`Image.reduce`, `thumbnail`) saves no peak memory,
+`max_pixels` is what bounds it.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -43,9 +51,12 @@ BAD_IMAGE_POLICIES = ("error", "skip")  # stop listing every bad file, or leave 
 # PIL's own error threshold (2 x its default Image.MAX_IMAGE_PIXELS): no image PIL read before is refused,
 # and one decode stays under ~540 MB (RGB); `data.max_image_pixels` changes it.
 DEFAULT_MAX_PIXELS = 178_956_970
-# JPEGs over 16.8 MP (4096 x 4096) are decoded at reduced scale when the transform shrinks them anyway;
-# smaller ones (every 12 MP phone photo) decode in full, bit-identical to before.
-DRAFT_ABOVE_PIXELS = 4096 * 4096
+# A JPEG at least this many times the transform's first resize on both sides decodes at reduced scale
+# (1/2 is libjpeg's smallest step, so a smaller factor could not reduce anything).
+DRAFT_FACTOR = 2
+EXIF_ORIENTATION = 0x0112
+CHECK_CHUNK = 64  # files a verification task checks
+PROCESS_MIN_FILES = 2048  # fewer files are verified in threads (starting processes costs more than it saves)
 
 
 class BadImageError(ValueError):
@@ -65,9 +76,10 @@ class BadImagesError(ConfigError):
 
 
 def is_image_file(path: str | Path) -> bool:
-    """By extension, ignoring hidden files such as `.DS_Store` or `._cat.jpg` (macOS resource forks)."""
-    path = Path(path)
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """By extension, ignoring hidden files such as `.DS_Store` or `._cat.jpg` (macOS resource forks). String
+    operations, no `Path` parsing: the listing calls it for every file (1.28 M of them)."""
+    name = os.path.basename(path)
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
 def _visible(name: str) -> bool:
@@ -83,12 +95,12 @@ def list_images(folder: str | Path, recursive: bool = True) -> tuple[list[Path],
     others: list[Path] = []
     for directory, subdirs, files in os.walk(folder):
         subdirs[:] = sorted(d for d in subdirs if _visible(d)) if recursive else []
+        here = Path(directory)  # parsed once per folder; `here / name` parses only the name
         for name in sorted(files):
-            path = Path(directory, name)
-            if is_image_file(path):
-                images.append(path)
+            if is_image_file(name):
+                images.append(here / name)
             elif _visible(name):
-                others.append(path)
+                others.append(here / name)
     return images, others
 
 
@@ -116,7 +128,7 @@ def _to_rgb(image: Image.Image, intensity: str) -> Image.Image:
         return canvas
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = _high_bit_depth_to_8_bits(image, intensity)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def draft_side(size: int | None, crop_ratio: float | None = None) -> int | None:
@@ -154,7 +166,7 @@ def _let_pil_open(max_pixels: int | None) -> None:
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(path: str) -> Iterator[None]:
     """Every way PIL fails on a file, as a `BadImageError` naming it."""
     try:
         yield
@@ -170,13 +182,19 @@ def _reading(path: Path) -> Iterator[None]:
         raise BadImageError(path, f"cannot decode ({err})") from None
 
 
-def _open(path: Path, max_pixels: int | None) -> Image.Image:
-    """`Image.open` (the header only) of a file that exists, is not empty and claims at most `max_pixels`."""
-    problem = _file_problem(path)
-    if problem:
-        raise BadImageError(path, problem)
+def _open(path: str, max_pixels: int | None) -> Image.Image:
+    """`Image.open` (the header only) of a file that exists, is not empty and claims at most `max_pixels`.
+
+    The file is `stat`ed only when it does not open, to say why (a dangling link, an empty file): a
+    stat per image read is a network round trip on NFS, at every epoch."""
     _let_pil_open(max_pixels)
-    image = Image.open(path)
+    try:
+        image = Image.open(path)
+    except OSError:  # UnidentifiedImageError included
+        problem = _file_problem(Path(path))
+        if problem:
+            raise BadImageError(path, problem) from None
+        raise
     pixels = image.size[0] * image.size[1]
     if max_pixels is not None and pixels > max_pixels:
         image.close()
@@ -187,7 +205,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
 def check_header(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """What can be told without decoding (a readable file PIL identifies, within `max_pixels`), or a
     `BadImageError`: milliseconds per file, where `load_rgb` decodes it all."""
-    path = Path(path)
+    path = os.fspath(path)
     with _reading(path), _open(path, max_pixels):
         pass
 
@@ -203,17 +221,34 @@ def load_rgb(
     `intensity`: how 16-/32-bit images become 8 bits, `fixed` (the type's range, the same for every
     image) or `per_image` (each image stretched between its own min and max). `max_pixels`: a larger
     image is a `BadImageError` before it is decoded (None: no limit). `draft_size`: the side the caller
-    resizes to next (see `draft_side`); a JPEG over `DRAFT_ABOVE_PIXELS` is then decoded at the smallest
-    1/2, 1/4 or 1/8 scale that keeps `draft_size` pixels a side (square, so EXIF rotation cannot matter).
+    resizes to next (see `draft_side`); a JPEG at least `DRAFT_FACTOR` times larger on both sides is
+    then decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps `draft_size` pixels a side (square, so
+    EXIF rotation cannot matter). An upright RGB file is returned as decoded, with no copy.
     """
-    path = Path(path)
-    with _reading(path), _open(path, max_pixels) as image:
-        width, height = image.size
-        if draft_size and width * height > DRAFT_ABOVE_PIXELS and min(width, height) >= 2 * draft_size:
-            image.draft(None, (draft_size, draft_size))  # JPEG only: other formats ignore it
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image, intensity)
+    path = os.fspath(path)  # not a `Path`: parsing one costs a tenth of a small JPEG's decode
+    with _reading(path):
+        image = _open(path, max_pixels)
+        try:
+            if draft_size and min(image.size) >= DRAFT_FACTOR * draft_size:
+                image.draft(None, (draft_size, draft_size))  # JPEG only: other formats ignore it
+            image.load()
+            rgb = _to_rgb(_upright(image), intensity)
+        except BaseException:
+            image.close()
+            raise
+        if rgb is not image:
+            image.close()  # frees a multi-frame file's handle; `rgb` is a new image
+        elif getattr(image, "fp", None) is not None or getattr(image, "map", None) is not None:
+            rgb = image.copy()  # still reading from the file (a multi-frame TIFF, a memory-mapped BMP)
+            image.close()
+        return rgb
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied (a new image), or `image` itself when it is upright: no copy."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _problem(path: str, max_pixels: int | None, decode: bool) -> str | None:
@@ -224,6 +259,27 @@ def _problem(path: str, max_pixels: int | None, decode: bool) -> str | None:
     return None
 
 
+def _problems(paths: Sequence[str], max_pixels: int | None, decode: bool) -> dict[str, str]:
+    """{path: reason} of the bad files among `paths`: one worker's task."""
+    found = {}
+    for path in paths:
+        reason = _problem(path, max_pixels, decode)
+        if reason is not None:
+            found[path] = reason
+    return found
+
+
+def _pool(workers: int, files: int, decode: bool) -> Executor:
+    """Processes to decode many files (a forked copy of this one: no imports to repeat), else threads.
+
+    Threads share the GIL, which reading an image holds for its Python part (opening, header parsing,
+    EXIF): on small JPEGs most of the time, so threads decoding them use little more than one core.
+    """
+    if decode and workers > 1 and files >= PROCESS_MIN_FILES and "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
+
+
 def find_bad_images(
     paths: Sequence[str | Path],
     num_threads: int = 1,
@@ -231,14 +287,22 @@ def find_bad_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     decode: bool = True,
 ) -> dict[str, str]:
-    """{path: reason} of the bad files: decoded in full (in threads: Pillow releases the GIL while decoding),
-    or with `decode=False` only their headers checked (`check_header`)."""
+    """{path: reason} of the bad files: decoded in full, or with `decode=False` only their headers checked
+    (`check_header`), by `num_threads` workers (`_pool`: processes or threads), `CHECK_CHUNK` files a task,
+    so 1.28 M files are 20,000 tasks (not 1.28 M pending futures, a GB of them)."""
     paths = [str(p) for p in paths]
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        results = pool.map(partial(_problem, max_pixels=max_pixels, decode=decode), paths, chunksize=64)
-        desc = "checking images" if decode else "checking image headers"
-        results = tqdm(results, total=len(paths), desc=desc, unit="img", disable=not progress)
-        return {path: reason for path, reason in zip(paths, results, strict=True) if reason is not None}
+    chunks = [paths[start : start + CHECK_CHUNK] for start in range(0, len(paths), CHECK_CHUNK)]
+    desc = "checking images" if decode else "checking image headers"
+    bad: dict[str, str] = {}
+    with (
+        _pool(max(1, num_threads), len(paths), decode) as pool,
+        tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar,
+    ):
+        check = partial(_problems, max_pixels=max_pixels, decode=decode)
+        for chunk, found in zip(chunks, pool.map(check, chunks), strict=True):
+            bad.update(found)
+            bar.update(len(chunk))
+    return bad
 
 
 def format_problems(problems: dict[str, str]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from lightning_resnet.data.cache import fingerprint
+from lightning_resnet.data.batch_augment import batch_buffer
+from lightning_resnet.data.cache import exclusive, fingerprint
 from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, draft_side, load_rgb
 from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.errors import ConfigError
@@ -37,8 +39,9 @@ log = logging.getLogger(__name__)
 CACHE_MODES = (None, "memory", "disk")
 DECODERS = ("cpu", "cuda")
 # in the fingerprint: bump when the stored pixels change meaning (v2: 16-bit scale, v3: JPEGs over
-# images.DRAFT_ABOVE_PIXELS decoded at reduced scale)
-FORMAT_VERSION = "pixels-v3"
+# 16.8 MP decoded at reduced scale, v4: every JPEG at least twice the target side, see images.DRAFT_FACTOR)
+FORMAT_VERSION = "pixels-v4"
+FILL_CHUNK = 64  # images a decoding thread takes at a time
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 
@@ -119,7 +122,8 @@ class Decoding:
 
 
 def _fill(out: np.ndarray | torch.Tensor, paths: Sequence[str], how: Decoding, threads: int) -> None:
-    """Decode every path into its row of `out`: PIL in `threads` threads (it releases the GIL), or nvJPEG."""
+    """Decode every path into its row of `out`: PIL in `threads` threads (it releases the GIL while decoding
+    and resizing), a chunk of rows per task (never one pending task per image: 1.28 M of them take a GB), or nvJPEG."""
     target = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
     if how.decoder == "cuda":
         chunk = 64
@@ -129,11 +133,12 @@ def _fill(out: np.ndarray | torch.Tensor, paths: Sequence[str], how: Decoding, t
             )
         return
 
-    def one(index: int) -> None:
-        target[index] = decode_resized(paths[index], how.size, how.crop_ratio, how.intensity, how.max_pixels)
+    def rows(start: int) -> None:
+        for index in range(start, min(start + FILL_CHUNK, len(paths))):
+            target[index] = decode_resized(paths[index], how.size, how.crop_ratio, how.intensity, how.max_pixels)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        list(pool.map(one, range(len(paths))))
+        list(pool.map(rows, range(0, len(paths), FILL_CHUNK)))
 
 
 class PixelFile:
@@ -157,6 +162,15 @@ class PixelFile:
     def __getitem__(self, index: Any) -> torch.Tensor:
         return torch.from_numpy(self.array[index.numpy() if isinstance(index, torch.Tensor) else index])
 
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        """The images of `rows` (any order) as one tensor, read in ascending file order (the page cache
+        and the disk see one forward sweep per batch, not a random walk), then put in `rows`' order; in a
+        DataLoader worker into shared memory (`batch_buffer`), so nothing is copied on the way out."""
+        order = np.argsort(rows, kind="stable")
+        out = batch_buffer((len(rows), *self.array.shape[1:]))
+        out.numpy()[order] = self.array[rows[order]]
+        return out
+
     def __len__(self) -> int:
         return len(self.array)
 
@@ -168,23 +182,36 @@ Pixels = torch.Tensor | PixelFile
 
 
 def build_pixels(
-    paths: Sequence[str | Path], how: Decoding, mode: str, directory: Path, threads: int
+    paths: Sequence[str | Path],
+    how: Decoding,
+    mode: str,
+    directory: Path,
+    threads: int,
+    within: str | None = None,
 ) -> tuple[Pixels, dict[str, int]]:
     """The pixels of `paths` for cache `mode` (decoding only what is not cached yet), and each path's row.
 
     Rows follow the sorted file names, so any split of the same files (seeds, folds) shares one cache.
+    `within`: the fingerprint of a file list holding `paths` (see `cache.fingerprint`), to key the cache
+    without a second stat of every file.
     """
     paths = sorted({str(p) for p in paths})
     rows = {path: row for row, path in enumerate(paths)}
-    return _pixels(paths, how, mode, directory, threads), rows
+    return _pixels(paths, how, mode, directory, threads, within), rows
 
 
-def _pixels(paths: list[str], how: Decoding, mode: str, directory: Path, threads: int) -> Pixels:
-    key = fingerprint(paths, how.size, how.crop_ratio, how.decoder, how.intensity, FORMAT_VERSION)
+def _pixels(
+    paths: list[str], how: Decoding, mode: str, directory: Path, threads: int, within: str | None = None
+) -> Pixels:
+    """`memory`: decoded by this process (the last one kept). `disk`: decoded by one process holding the
+    lock beside the file (`cache.exclusive`), memory-mapped by it and every process that waited for it."""
+    extra = (how.size, how.crop_ratio, how.decoder, how.intensity, FORMAT_VERSION)
+    key = fingerprint(paths, *extra, within=within, threads=threads)
     shape = (len(paths), 3, how.size, how.size)
     if mode == "memory":
         if key not in _last_in_memory:
-            log.info("data.cache=memory: decoding %d images at %d px (%.2f GB)", len(paths), how.size, _gb(shape))
+            _check_room("memory", shape, _available_memory(), "RAM available", "data.cache=disk")
+            log.info("data.cache=memory: decoding %s into RAM", _predicted(len(paths), how.size))
             pixels = torch.empty(shape, dtype=torch.uint8)
             _fill(pixels, paths, how, threads)
             _last_in_memory.clear()
@@ -193,18 +220,21 @@ def _pixels(paths: list[str], how: Decoding, mode: str, directory: Path, threads
     path = directory / f"pixels-{key}.npy"
     if not path.is_file():
         try:
-            _write_npy(path, paths, shape, how, threads)
+            with exclusive(path.with_suffix(".lock"), f"the pixel cache {path.name}"):
+                if not path.is_file():  # else built while this process waited
+                    _write_npy(path, paths, shape, how, threads)
         except OSError as err:
             log.warning("cannot write the pixel cache in %s (%s): keeping it in memory this run", directory, err)
-            return _pixels(paths, how, "memory", directory, threads)
+            return _pixels(paths, how, "memory", directory, threads, within)
     log.info("data.cache=disk: %d images memory-mapped from %s", len(paths), path)
     return PixelFile(path)
 
 
 def _write_npy(path: Path, paths: list[str], shape: tuple[int, ...], how: Decoding, threads: int) -> None:
-    """Decode into a temporary memory-mapped .npy beside `path`, then rename it (parallel jobs may race)."""
+    """Decode into a temporary memory-mapped .npy beside `path`, then rename it (a reader never sees half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("data.cache=disk: decoding %d images once into %s (%.2f GB)", len(paths), path, _gb(shape))
+    _check_room("disk", shape, _free_disk(path.parent), f"free in {path.parent}", "data.cache_dir=<a larger disk>")
+    log.info("data.cache=disk: decoding %s once into %s", _predicted(len(paths), how.size), path)
     temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     try:
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
@@ -214,6 +244,41 @@ def _write_npy(path: Path, paths: list[str], shape: tuple[int, ...], how: Decodi
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _predicted(count: int, size: int) -> str:
+    """The cache's size before it is built: N x 3 x H x W bytes."""
+    gigabytes = _gb((count, 3, size, size))
+    return f"{count:,} images at {size} px ({count:,} x 3 x {size} x {size} bytes = {gigabytes:.2f} GB)"
+
+
+def _check_room(mode: str, shape: tuple[int, ...], available: int | None, where: str, instead: str) -> None:
+    """A `ConfigError` before decoding a cache that cannot fit (ImageNet at 224 px is 193 GB), not hours later."""
+    needed = int(np.prod(shape))
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"data.cache={mode}: {_predicted(shape[0], shape[-1])} do not fit: {available / 1e9:.2f} GB {where}. "
+            f"Use {instead}, a smaller data.image_size, or data.cache=null (decode every epoch)"
+        )
+
+
+def _free_disk(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _available_memory() -> int | None:
+    """MemAvailable (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _gb(shape: tuple[int, ...]) -> float:

@@ -8,7 +8,7 @@ at each epoch's first image. The data module saves the sampler's state in checkp
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,9 +91,10 @@ class EpochSampler(Sampler[int]):
 
 class EpochSeededDataset(Dataset):
     """The training dataset as DataLoader workers see it: a worker reseeds its RNGs from (epoch seed, rank,
-    worker id) at the first index of each epoch (`EpochIndex`), so its augmentation (and MixUp/CutMix,
-    collated in the worker) depends on the epoch, not on how many epochs this worker served before: a
-    persistent worker continues across epochs, a resumed run starts fresh ones. A no-op in the main process.
+    worker id) at the first index of each epoch (`EpochIndex`), so its augmentation (per image, or per
+    batch through `__getitems__`) depends on the epoch, not on how many epochs this worker served before: a
+    persistent worker continues across epochs, a resumed run starts fresh ones. A no-op in the main process
+    (where `EpochSampler` reseeds: MixUp/CutMix and `augment_on=gpu` draw there, after the transfer).
     """
 
     def __init__(self, dataset: Dataset, rank: int = 0) -> None:
@@ -105,16 +106,27 @@ class EpochSeededDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
+        self._reseed(index)
+        return self.dataset[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        """A whole batch (the DataLoader's fetcher calls this when defined): reseeded by its first index,
+        then the wrapped dataset's own `__getitems__` (one batched read), else its items one by one."""
+        if len(indices):
+            self._reseed(indices[0])
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
+
+    def _reseed(self, index: int) -> None:
         epoch_seed = getattr(index, "epoch_seed", None)
         worker = get_worker_info()
         if epoch_seed is not None and epoch_seed != self._epoch_seed and worker is not None:
             seed_process(epoch_seed, 1, self.rank, worker.id)
             self._epoch_seed = epoch_seed
-        return self.dataset[index]
 
     def __getattr__(self, name: str) -> Any:
-        # `labels`, `paths`, `transform` of the wrapped dataset; never dunders (e.g. `__getitems__`, which
-        # would bypass `__getitem__`) and never during unpickling, before `dataset` is set
+        # `labels`, `paths`, `transform` of the wrapped dataset; never dunders (the wrapped `__getitems__`
+        # goes through the method above, which reseeds first) and never during unpickling, before `dataset` is set
         if name.startswith("__") or name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)

@@ -1,19 +1,24 @@
-"""Train and eval transform pipelines (torchvision.transforms.v2).
+"""Train and eval transform pipelines (torchvision.transforms.v2), and what happens to a batch on the device.
 
-Train: `augment` ops, then float conversion and normalisation. Eval: resize only, never augmented.
-Batch-level augmentation (MixUp/CutMix) runs in the training DataLoader's collate function, or,
-with `data.augment_on=gpu`, all of it runs on the device in `DeviceAugment`.
+Loaders ship uint8: a DataLoader worker resizes (the PIL path) and, with `data.augment_on=cpu`, augments,
+and its batches leave it as uint8 (N, 3, H, W) tensors with their labels, so no float tensor travels
+between processes (4x fewer bytes). `DeviceTransform` then runs once per batch on the training device,
+after the transfer: with `augment_on=gpu` the batched augmentation (`data.batch_augment`), then float
+conversion and normalisation, then (training only) MixUp/CutMix, which need float images.
+Evaluation is resize only, never augmented; `eval_transform` is the one-image float pipeline of prediction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
+
+from lightning_resnet.data.batch_augment import BatchAugment, Normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,24 +49,18 @@ def build_transform(
     return v2.Compose([*resize_ops(resize, crop_ratio), *augment, *to_float_normalized(mean, std)])
 
 
+def worker_transform(
+    augment: Sequence[nn.Module] = (), resize: int | None = None, crop_ratio: float | None = None
+) -> v2.Compose:
+    """One image file's transform in a DataLoader worker: resize -> per-image `augment` ops -> uint8 tensor."""
+    return v2.Compose([*resize_ops(resize, crop_ratio), *augment, v2.ToImage(), v2.ToPureTensor()])
+
+
 def eval_transform(preprocessing: Mapping[str, Any]) -> v2.Compose:
     """The evaluation transform a `preprocessing` dict describes ({image_size, mean, std, crop_ratio?},
     as data modules write it into checkpoints): resize (and centre-crop), float, normalise."""
     spec = preprocessing
     return build_transform(spec["mean"], spec["std"], resize=spec["image_size"], crop_ratio=spec.get("crop_ratio"))
-
-
-class BatchAugment:
-    """A collate function: stack the samples, then apply one of `ops` (chosen at random), e.g. MixUp or CutMix.
-
-    The labels become soft (N, num_classes) targets. A class (not a closure) so DataLoader workers can pickle it.
-    """
-
-    def __init__(self, ops: Sequence[Callable[[torch.Tensor, torch.Tensor], Any]]) -> None:
-        self.op = ops[0] if len(ops) == 1 else v2.RandomChoice(list(ops))
-
-    def __call__(self, samples: list[Any]) -> Any:
-        return self.op(*default_collate(samples))
 
 
 def channel_mean_std(batches: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
@@ -80,29 +79,44 @@ def channel_mean_std(batches: Iterable[torch.Tensor]) -> tuple[list[float], list
     return mean.tolist(), std.tolist()
 
 
-class DeviceAugment:
-    """Training augmentation on a uint8 batch already on the device (`data.augment_on=gpu`).
+class Batch(NamedTuple):
+    """A batch a dataset made in one piece (`PixelDataset.__getitems__`): uint8 images and their labels."""
 
-    The per-image `augment` ops run image by image, so each image draws its own random parameters,
-    exactly as in a DataLoader worker (a v2 op applied to a whole batch tensor would draw once for
-    all of them). Then float conversion and normalisation of the batch, then the batch op (MixUp/CutMix).
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def collate(data: Batch | list[Any]) -> list[Any]:
+    """The DataLoaders' collate function: a `Batch` passes as it is, a list of samples is stacked
+    (`default_collate`); either way [images, labels]."""
+    if isinstance(data, Batch):
+        return [data.images, data.labels]
+    return default_collate(data)
+
+
+class DeviceTransform:
+    """A uint8 batch on the training device -> the model's input, once per batch (`on_after_batch_transfer`).
+
+    Every batch: float conversion and normalisation. Training batches first get `augment` (a `BatchAugment`
+    returning floats in [0, 1], set with `data.augment_on=gpu`, each image drawing its own parameters) and
+    afterwards `batch_op` (MixUp/CutMix, on normalised floats; their labels become soft targets).
     """
 
     def __init__(
         self,
-        augment: Sequence[nn.Module],
         mean: Sequence[float],
         std: Sequence[float],
+        augment: BatchAugment | None = None,
         batch_op: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     ) -> None:
-        self.augment = v2.Compose(list(augment)) if augment else None
-        self.normalize = v2.Compose(to_float_normalized(mean, std)[1:])  # ToDtype(scale) + Normalize
+        self.normalize = Normalize(mean, std)
+        self.augment = augment
         self.batch_op = batch_op
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.augment is not None:
-            images = torch.stack([self.augment(image) for image in images])
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, train: bool = False) -> tuple[torch.Tensor, Any]:
+        if train and self.augment is not None:
+            images = self.augment(images)
         images = self.normalize(images)
-        if self.batch_op is not None:
+        if train and self.batch_op is not None:
             images, labels = self.batch_op(images, labels)
         return images, labels

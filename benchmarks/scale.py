@@ -1,0 +1,276 @@
+"""Scale: whole training runs on 1k, 10k and 40k images, set-up to epoch, and what they say about 1.28 M.
+
+Small JPEGs (96 px, photo-like, 10 classes) are written once into `~/.cache/lightning-resnet/bench/`;
+each size is a folder of hard links to the first N of them. For each size, with `data.cache=null` and
+`data.cache=disk`, `python -m lightning_resnet data=folder ... normalize=auto trainer.max_epochs=1` runs
+twice on a fresh `data.cache_dir`: the first run lists, verifies (decodes every image), fingerprints,
+computes the statistics and builds the cache; the second must reuse all of it (its log is checked for
+any build) and start in seconds. Per run: seconds from launch to the first training step, the training
+epoch (its per-image time after `WARM_BATCHES` batches, so worker start-up does not count), and peak
+RSS of the main process and of the whole process tree (DataLoader workers included, each shared page
+counted once: the sum of proportional set sizes). The model trains its head only
+(`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
+
+Targets (issue 17): per-image epoch time within +-10 % from 1k to 40k; RSS flat without the cache and
+as predicted with it. Every figure is extrapolated to ImageNet's 1,281,167 images (linear fits over the
+sizes run). `--sizes 1000,10000` leaves out 40k (minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+
+from benchmarks.common import Row, format_table
+from benchmarks.decode import bench_cache
+from benchmarks.whole_run import CLOCK_ENV, ROOT, RunClock
+
+SIZES = (1_000, 10_000, 40_000)
+IMAGENET = 1_281_167
+IMAGE_SIDE = 96  # the files
+TRAIN_SIDE = 16  # data.image_size: the network costs little, the input pipeline shows
+NUM_CLASSES = 10
+WARM_BATCHES = 5
+BUILDS = {  # a log line that only a run building the result writes
+    "verification": "checking ",
+    "statistics": "normalize=auto over",
+    "pixel cache": "data.cache=disk: decoding",
+}
+
+
+class ScaleClock(RunClock):
+    """`RunClock` plus the steady part of the first training epoch: from batch `WARM_BATCHES` to its end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0
+        self.warm: tuple[float, int] | None = None  # (clock, images before) at batch WARM_BATCHES
+        self.train_end: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, index: int) -> None:
+        super().on_train_batch_start(trainer)
+        if index == WARM_BATCHES and self.warm is None:
+            self.warm = (time.perf_counter(), self.images)
+        self.images += len(batch[0])
+
+    def _end_training(self, trainer: pl.Trainer) -> None:
+        if not trainer.sanity_checking and self.train_end is None:
+            self.train_end = time.perf_counter()
+        super()._end_training(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        path = os.environ.get(CLOCK_ENV)
+        if path:  # an epoch of fewer batches than the warm-up: its whole time
+            record = json.loads(Path(path).read_text())
+            started, before = self.warm or (self.train_end - record["epoch_train_s"][0], 0)
+            steady = (self.train_end - started) / max(1, self.images - before)
+            Path(path).write_text(json.dumps({**record, "steady_s_per_image": steady, "images": self.images}))
+
+
+def scale_folder(count: int) -> Path:
+    """A folder of `count` JPEGs in class folders: hard links to the first `count` of one pool, written once."""
+    base = bench_cache() / f"scale-{IMAGE_SIDE}px"
+    folder = base / f"n{count}"
+    if (folder / ".complete").is_file():
+        return folder
+    pool = base / "pool"
+    written = int((pool / ".count").read_text()) if (pool / ".count").is_file() else 0
+    rng = np.random.default_rng(written)
+    for i in range(written, count):  # photo-like: a coarse colour field and grain
+        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BICUBIC))
+        grain = rng.normal(0.0, 6.0, size=(IMAGE_SIDE, IMAGE_SIDE, 1))
+        path = pool / f"c{i % NUM_CLASSES}" / f"{i:07d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((field + grain).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    if count > written:
+        (pool / ".count").write_text(str(count))
+    for i in range(count):
+        name = Path(f"c{i % NUM_CLASSES}") / f"{i:07d}.jpg"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(pool / name, folder / name)
+    (folder / ".complete").touch()
+    return folder
+
+
+@dataclass
+class ScaleRun:
+    first_step_s: float
+    epoch_train_s: float
+    steady_ms: float  # per training image, after the warm-up batches
+    wall_s: float
+    main_peak_mib: float
+    tree_peak_mib: float
+    built: list[str]  # the results this run built (a second run: none)
+    warm_setup_s: float = 0.0  # the data module's set-up in this process, every result cached (after run 2)
+
+
+def warm_setup_s(root: Path, state: Path, cache: str | None) -> float:
+    """Seconds of `setup()` with every result cached: listing, one stat a file, reading the results, splits.
+    Timed in this process: a whole process adds seconds of imports and trainer set-up that hide it."""
+    from lightning_resnet.data import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(
+        root=root, layout="classes", image_size=TRAIN_SIDE, normalize="auto", cache=cache, cache_dir=state,
+        num_workers=2, augment_on="cpu",
+    )  # fmt: skip
+    started = time.perf_counter()
+    dm.setup("fit")
+    return time.perf_counter() - started
+
+
+def _tree_rss_kib(pid: int) -> tuple[int, int]:
+    """(VmHWM of `pid`, proportional set size summed over `pid` and its descendants: a page shared by k
+    processes counts 1/k in each, so the sum is the memory the tree takes), in KiB."""
+    total, peak, pending = 0, 0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            if current == pid:
+                status = Path(f"/proc/{current}/status").read_text().splitlines()
+                peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return peak, total
+
+
+def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers: int) -> ScaleRun:
+    """One `python -m lightning_resnet` run to its end, watched from outside."""
+    folder.mkdir(parents=True, exist_ok=True)
+    clock_file, log = folder / "clock.json", folder / "output.log"
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, CLOCK_ENV: str(clock_file), "PYTHONPATH": path}
+    command = [
+        sys.executable, "-m", "lightning_resnet", "data=folder", f"data.root={root}", "data.layout=classes",
+        f"data.image_size={TRAIN_SIDE}", "data.batch_size=64", "data.normalize=auto",
+        f"data.cache={cache or 'null'}", f"data.cache_dir={state}", f"data.num_workers={workers}",
+        "finetune=linear_probe", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={folder / 'run'}",
+        "+callbacks.scale_clock._target_=benchmarks.scale.ScaleClock",  # by name: this may run as __main__
+    ]  # fmt: skip
+    started, clock = time.time(), time.perf_counter()
+    with log.open("wb") as out:
+        child = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+        ended: list[Any] = []
+        waiter = threading.Thread(target=lambda: ended.extend([os.wait4(child.pid, 0), time.perf_counter()]))
+        waiter.start()
+        main_peak = tree_peak = 0
+        while waiter.is_alive():
+            main, tree = _tree_rss_kib(child.pid)
+            main_peak, tree_peak = max(main_peak, main), max(tree_peak, tree)
+            waiter.join(timeout=0.2)
+    (_, status, _), wall = ended[0], ended[1] - clock
+    text = log.read_text(errors="replace")
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{' '.join(command)} failed; the end of {log}:\n" + "\n".join(text.splitlines()[-15:]))
+    record = json.loads(clock_file.read_text())
+    built = [name for name, line in BUILDS.items() if line in text]
+    return ScaleRun(
+        first_step_s=record["first_step_time"] - started,
+        epoch_train_s=record["epoch_train_s"][0],
+        steady_ms=record["steady_s_per_image"] * 1e3,
+        wall_s=wall,
+        main_peak_mib=main_peak / 1024,
+        tree_peak_mib=tree_peak / 1024,
+        built=built,
+    )
+
+
+def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
+    import tempfile
+
+    sizes = sorted(sizes)
+    rows: list[Row] = []
+    results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]] = {}
+    folders = {count: scale_folder(count) for count in sizes}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        for count in sizes:
+            for cache in (None, "disk"):
+                state = Path(tmp) / f"state-{count}-{cache}"  # fresh: the first run builds everything
+                label = f"cache={cache or 'null'}"
+                runs = [Path(tmp) / f"{count}-{cache or 'null'}-{i}" for i in (1, 2)]  # no '=': a Hydra override
+                first, second = (train_once(folders[count], state, cache, run, workers) for run in runs)
+                second.warm_setup_s = warm_setup_s(folders[count], state, cache)
+                results[(count, label)] = first, second
+                note = f"{count} x {IMAGE_SIDE} px JPEGs -> {TRAIN_SIDE} px, {workers} workers"
+                cache_mib = count * 3 * TRAIN_SIDE * TRAIN_SIDE / 2**20
+                rows += [
+                    Row("scale", f"{count} images, {label}: launch -> first step, first run", first.first_step_s, "s",
+                        note + f"; built: {', '.join(first.built) or 'nothing'}"),
+                    Row("scale", f"{count} images, {label}: launch -> first step, second run", second.first_step_s,
+                        "s", f"rebuilt: {', '.join(second.built) or 'nothing (all reused)'}; the data set-up alone "
+                        f"{second.warm_setup_s:.2f} s"),
+                    Row("scale", f"{count} images, {label}: training epoch", first.epoch_train_s, "s",
+                        f"{first.steady_ms:.3f} ms an image after {WARM_BATCHES} batches (second run "
+                        f"{second.steady_ms:.3f})"),
+                    Row("scale", f"{count} images, {label}: peak RSS, main process", first.main_peak_mib, "MiB",
+                        f"whole tree (workers too, PSS) {first.tree_peak_mib:.0f} MiB"
+                        + (f"; cache file {cache_mib:.1f} MiB, memory-mapped" if cache else "")),
+                ]  # fmt: skip
+                print(format_table(rows[-4:]), flush=True)  # as they come: the 40k runs take minutes
+    rows += summary(sizes, results)
+    return rows
+
+
+def summary(sizes: Sequence[int], results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]]) -> list[Row]:
+    """The 40k/1k per-image ratio, RSS growth and each figure extrapolated to 1.28 M images."""
+    rows: list[Row] = []
+    small, large = sizes[0], sizes[-1]
+    for label in ("cache=null", "cache=disk"):
+        steady = {n: np.mean([r.steady_ms for r in results[(n, label)]]) for n in sizes}
+        ratio = steady[large] / steady[small]
+        rows.append(Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(ratio), "",
+                        "target 0.9-1.1 (mean of both runs)"))  # fmt: skip
+        if len(sizes) < 2:
+            continue
+        first, second = results[(large, label)]  # per image at the largest size: the constants matter least
+        build = (first.first_step_s - second.first_step_s) / large  # verification, statistics (, cache)
+        growth = (first.main_peak_mib - results[(small, label)][0].main_peak_mib) / (large - small)
+        epoch_h = float(steady[large]) * IMAGENET * 0.8 / 1e3 / 3600  # 80 % train
+        rows += [
+            Row("scale", f"1.28 M images, {label}: building on the first run", build * IMAGENET / 60, "min",
+                f"{build * 1e3:.2f} ms an image at {IMAGE_SIDE} px, first minus second run at {large} "
+                "(decoding: scales with JPEG size and cores)"),
+            Row("scale", f"1.28 M images, {label}: data set-up on the second run", second.warm_setup_s / large
+                * IMAGENET, "s", f"{second.warm_setup_s / large * 1e6:.0f} us an image (listing, one stat a file, "
+                "reading the results); plus imports and trainer set-up"),
+            Row("scale", f"1.28 M images, {label}: training epoch", epoch_h, "h",
+                f"at {TRAIN_SIDE} px with a frozen backbone, per image at {large}"),
+            Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", growth * IMAGENET / 1024, "GiB",
+                f"{growth * 1024:.2f} KiB an image from {small} to {large} (noise: tens of MiB)"),
+        ]  # fmt: skip
+    at_224 = f"{IMAGENET * 3 * 224**2 / 1e9:.0f} GB at 224 px"
+    rows.append(
+        Row("scale", f"1.28 M images: pixel cache at {TRAIN_SIDE} px", IMAGENET * 3 * TRAIN_SIDE**2 / 1e9, "GB", at_224)
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated image counts")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print(format_table(run([int(s) for s in args.sizes.split(",")], args.workers)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
