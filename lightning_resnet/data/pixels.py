@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 
 from lightning_resnet.data.batch_augment import batch_buffer
 from lightning_resnet.data.cache import exclusive, fingerprint
-from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, draft_side, load_rgb
+from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, draft_side, load_rgb
 from lightning_resnet.data.transforms import resize_ops
 from lightning_resnet.errors import ConfigError
 
@@ -43,7 +43,6 @@ DECODERS = ("cpu", "cuda")
 FORMAT_VERSION = "pixels-v4"
 FILL_CHUNK = 64  # images a decoding thread takes at a time
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-EXIF_ORIENTATION = 0x0112
 
 _last_in_memory: dict[str, torch.Tensor] = {}  # fingerprint -> pixels of the last `memory` cache built
 
