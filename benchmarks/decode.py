@@ -1,10 +1,10 @@
-"""Decoded path: images/s of our PIL path (`data.cache=null`) against torchvision's `ImageFolder` + PIL.
+"""Decoded path: images/s of our decoded path (`data.cache=null`) against torchvision's `ImageFolder` + PIL.
 
 Photo-like JPEGs at the sizes of the studies' data (500 x 375 and 1024 x 768, quality 90) are written
 once into `~/.cache/lightning-resnet/bench/` and reused. On each set, for 0 and N workers, in turn
 (ours, peer, peer, ours, ... one epoch each after a warm-up epoch, median of `repeats`):
 
-- ours: the data module's training loader (`load_rgb`, our train transform to 224 px with a flip), and
+- ours: the data module's training loader (`load_rgb`, a uint8 tensor resize to 224 px, a flip), and
   the normalisation of each batch in this process (`model_input`: on a GPU run it happens on the device);
 - the peer of the studies and torchvision's reference script: `ImageFolder` + `RandomResizedCrop(224)`,
   flip, `ToTensor`, `Normalize` in the workers; and the same with `Resize((224, 224))`, our geometry.
@@ -77,7 +77,7 @@ def photo_folder(size: tuple[int, int], count: int, seed: int = 0) -> Path:
 
 
 def ours(root: Path, workers: int, size: int, batch: int) -> tuple[DataLoader, Callable]:
-    """Our training loader on the PIL path, and what turns its batches into model input."""
+    """Our training loader on the decoded path, and what turns its batches into model input."""
     dm = ImageFolderDataModule(
         root=root, layout="classes", fractions=[0.9, 0.1], image_size=size, batch_size=batch,
         augment=[v2.RandomHorizontalFlip()], num_workers=workers, normalize="imagenet", cache=None,
@@ -126,7 +126,7 @@ def compare(root: Path, workers: int, size: int, batch: int, repeats: int) -> di
 
 def draft_difference(root: Path, size: int, limit: int = 64) -> tuple[float, float]:
     """(mean, max) |training pixels with the reduced-scale decode - with a full decode|, in grey levels."""
-    resize = v2.Compose([*resize_ops(size), v2.PILToTensor()])
+    resize = v2.Compose(resize_ops(size))
     means, peaks = [], []
     for path in sorted(root.glob("*/*.jpg"))[:limit]:
         drafted = resize(load_rgb(path, draft_size=draft_side(size))).int()
@@ -157,7 +157,7 @@ def _rows(images: int, size: int, batch: int, repeats: int) -> list[Row]:
         for workers in counts:
             rates = compare(root, workers, size, batch, repeats)
             rows += [
-                Row("decode", f"ours, PIL path, {where}, {workers} workers", rates["ours"], "img/s", note),
+                Row("decode", f"ours, decoded path, {where}, {workers} workers", rates["ours"], "img/s", note),
                 Row("decode", f"torchvision ImageFolder + PIL, {where}, {workers} workers", rates["peer"], "img/s",
                     "peer: RandomResizedCrop(224) (crops before resizing)"),
                 Row("decode", f"torchvision ImageFolder + PIL, Resize, {where}, {workers} workers",

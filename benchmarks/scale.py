@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -45,6 +46,8 @@ IMAGE_SIDE = 96  # the files
 TRAIN_SIDE = 16  # data.image_size: the network costs little, the input pipeline shows
 NUM_CLASSES = 10
 WARM_BATCHES = 5
+BATCH = 32
+SEED = 42  # the runs' `seed` (conf/train.yaml): the splits, and so the cached statistics, depend on it
 BUILDS = {  # a log line that only a run building the result writes
     "verification": "checking ",
     "statistics": "normalize=auto over",
@@ -119,20 +122,62 @@ class ScaleRun:
     tree_peak_mib: float
     built: list[str]  # the results this run built (a second run: none)
     warm_setup_s: float = 0.0  # the data module's set-up in this process, every result cached (after run 2)
+    loader_ms: float = 0.0  # per image, the training loader alone in this process (after run 2)
+    loader_tree_mib: float = 0.0  # peak PSS of this process and its loader's workers meanwhile
 
 
-def warm_setup_s(root: Path, state: Path, cache: str | None) -> float:
-    """Seconds of `setup()` with every result cached: listing, one stat a file, reading the results, splits.
-    Timed in this process: a whole process adds seconds of imports and trainer set-up that hide it."""
+def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun) -> None:
+    """After the runs, in this process: the data set-up with every result cached (`warm_setup_s`), then one
+    epoch of the training loader alone, no model (`loader_ms` per image after `WARM_BATCHES` batches, and
+    the peak PSS of this process and its workers): whether the input pipeline is what scales with size."""
+    dm = warm_setup(root, state, cache, run)
+    batches = iter(dm.train_dataloader())
+    for _ in range(WARM_BATCHES):
+        next(batches)
+    images, peak, started = 0, 0, time.perf_counter()
+    for index, (batch, _) in enumerate(batches):
+        images += len(batch)
+        if index % 50 == 0:
+            peak = max(peak, _tree_rss_kib(os.getpid())[1])
+    run.loader_ms = (time.perf_counter() - started) / max(1, images) * 1e3
+    run.loader_tree_mib = peak / 1024
+
+
+def warm_setup(root: Path, state: Path, cache: str | None, run: ScaleRun) -> Any:
+    """The data module, set up with every result cached (listing, one stat a file, reading the results,
+    splits), in `run.warm_setup_s` seconds: in this process, as a whole process adds seconds of imports and
+    trainer set-up that hide it."""
     from lightning_resnet.data import ImageFolderDataModule
 
-    dm = ImageFolderDataModule(
+    dm = ImageFolderDataModule(  # the runs' settings (seed: conf/train.yaml's, which decides the splits)
         root=root, layout="classes", image_size=TRAIN_SIDE, normalize="auto", cache=cache, cache_dir=state,
-        num_workers=2, augment_on="cpu",
+        num_workers=2, augment_on="cpu", seed=SEED, batch_size=BATCH,
     )  # fmt: skip
-    started = time.perf_counter()
-    dm.setup("fit")
-    return time.perf_counter() - started
+    lines, logger = _Lines(), logging.getLogger("lightning_resnet")
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        started = time.perf_counter()
+        dm.setup("fit")
+        elapsed = time.perf_counter() - started
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    built = [name for name, line in BUILDS.items() if any(line in text for text in lines.texts)]
+    if built:  # then this is not the set-up of a run with everything cached
+        raise RuntimeError(f"the in-process set-up built {', '.join(built)}: its settings differ from the runs'")
+    run.warm_setup_s = elapsed
+    return dm
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(record.getMessage())
 
 
 def _tree_rss_kib(pid: int) -> tuple[int, int]:
@@ -161,7 +206,7 @@ def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers
     env = {**os.environ, CLOCK_ENV: str(clock_file), "PYTHONPATH": path}
     command = [
         sys.executable, "-m", "lightning_resnet", "data=folder", f"data.root={root}", "data.layout=classes",
-        f"data.image_size={TRAIN_SIDE}", "data.batch_size=64", "data.normalize=auto",
+        f"data.image_size={TRAIN_SIDE}", f"data.batch_size={BATCH}", "data.normalize=auto",
         f"data.cache={cache or 'null'}", f"data.cache_dir={state}", f"data.num_workers={workers}",
         "finetune=linear_probe", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={folder / 'run'}",
         "+callbacks.scale_clock._target_=benchmarks.scale.ScaleClock",  # by name: this may run as __main__
@@ -208,7 +253,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                 label = f"cache={cache or 'null'}"
                 runs = [Path(tmp) / f"{count}-{cache or 'null'}-{i}" for i in (1, 2)]  # no '=': a Hydra override
                 first, second = (train_once(folders[count], state, cache, run, workers) for run in runs)
-                second.warm_setup_s = warm_setup_s(folders[count], state, cache)
+                in_process(folders[count], state, cache, second)
                 results[(count, label)] = first, second
                 note = f"{count} x {IMAGE_SIDE} px JPEGs -> {TRAIN_SIDE} px, {workers} workers"
                 cache_mib = count * 3 * TRAIN_SIDE * TRAIN_SIDE / 2**20
@@ -221,6 +266,8 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                     Row("scale", f"{count} images, {label}: training epoch", first.epoch_train_s, "s",
                         f"{first.steady_ms:.3f} ms an image after {WARM_BATCHES} batches (second run "
                         f"{second.steady_ms:.3f})"),
+                    Row("scale", f"{count} images, {label}: training loader alone", second.loader_ms, "ms an image",
+                        f"no model, in this process; peak PSS with its workers {second.loader_tree_mib:.0f} MiB"),
                     Row("scale", f"{count} images, {label}: peak RSS, main process", first.main_peak_mib, "MiB",
                         f"whole tree (workers too, PSS) {first.tree_peak_mib:.0f} MiB"
                         + (f"; cache file {cache_mib:.1f} MiB, memory-mapped" if cache else "")),
@@ -237,13 +284,20 @@ def summary(sizes: Sequence[int], results: dict[tuple[int, str], tuple[ScaleRun,
     for label in ("cache=null", "cache=disk"):
         steady = {n: np.mean([r.steady_ms for r in results[(n, label)]]) for n in sizes}
         ratio = steady[large] / steady[small]
-        rows.append(Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(ratio), "",
-                        "target 0.9-1.1 (mean of both runs)"))  # fmt: skip
+        loader = results[(large, label)][1].loader_ms / results[(small, label)][1].loader_ms
+        rows += [
+            Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(ratio), "",
+                "target 0.9-1.1 (mean of both runs)"),
+            Row("scale", f"ratio per-image time of the training loader alone {large}/{small}, {label}", loader, "",
+                "no model, in this process"),
+        ]  # fmt: skip
         if len(sizes) < 2:
             continue
         first, second = results[(large, label)]  # per image at the largest size: the constants matter least
         build = (first.first_step_s - second.first_step_s) / large  # verification, statistics (, cache)
-        growth = (first.main_peak_mib - results[(small, label)][0].main_peak_mib) / (large - small)
+        # each size's lower peak of its two runs: a whole process's peak varies by ~100 MiB from run to run
+        peak = {n: min(r.main_peak_mib for r in results[(n, label)]) for n in (small, large)}
+        growth = (peak[large] - peak[small]) / (large - small)
         epoch_h = float(steady[large]) * IMAGENET * 0.8 / 1e3 / 3600  # 80 % train
         rows += [
             Row("scale", f"1.28 M images, {label}: building on the first run", build * IMAGENET / 60, "min",
@@ -255,7 +309,7 @@ def summary(sizes: Sequence[int], results: dict[tuple[int, str], tuple[ScaleRun,
             Row("scale", f"1.28 M images, {label}: training epoch", epoch_h, "h",
                 f"at {TRAIN_SIDE} px with a frozen backbone, per image at {large}"),
             Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", growth * IMAGENET / 1024, "GiB",
-                f"{growth * 1024:.2f} KiB an image from {small} to {large} (noise: tens of MiB)"),
+                f"{growth * 1024:.2f} KiB an image from {small} to {large} (the lower peak of the two runs at each)"),
         ]  # fmt: skip
     at_224 = f"{IMAGENET * 3 * 224**2 / 1e9:.0f} GB at 224 px"
     rows.append(

@@ -82,6 +82,22 @@ def test_affine_matches_v2_per_image(mode):
     assert close.float().mean() > 0.99
 
 
+def test_nearest_affine_samples_uint8_as_it_samples_floats():
+    """The gather that replaces `grid_sample` for nearest sampling picks the same source pixels on uint8
+    (no float copy) as on floats, and fills the outside with the fill scaled to 0-255."""
+    images = (photos() * 255).round().to(torch.uint8)
+    angle, scale = torch.tensor([0.0, 30.0, -25.0, 10.0, 90.0, -5.0]), torch.tensor([1.0, 0.9, 1.1, 1.05, 1.0, 0.7])
+    translate, shear = torch.full((6, 2), 3.0), torch.tensor([[0.0, 0.0], [0.15, 0.0], [-0.15, 5.0]] * 2)
+    fill = [0.5, 0.2, 0.1]
+    out = ba.affine(images, angle, translate, scale, shear, fill=fill)
+    as_floats = ba.affine(images / 255.0, angle, translate, scale, shear, fill=fill)
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, (as_floats * 255).round().to(torch.uint8))
+    assert (out[5, :, 0, 0] == torch.tensor([128, 51, 26], dtype=torch.uint8)).all()  # scale 0.7: a filled corner
+    with_grid_sample = ba.affine(images / 255.0, angle, translate, scale, shear, interpolation="bilinear", fill=fill)
+    assert (as_floats - with_grid_sample).abs().mean() < 0.05  # and it is a resampling of the same picture
+
+
 @pytest.mark.parametrize("name", sorted(set(v2.TrivialAugmentWide._AUGMENTATION_SPACE)))
 def test_every_auto_augment_op_matches_v2(name):
     images = (photos() * 255).round().to(torch.uint8)
@@ -270,11 +286,15 @@ class _SharedFlags(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2
 
-    def __getitem__(self, index: int) -> bool:
-        return ba.batch_buffer((2, 3)).is_shared()
+    def __getitem__(self, index: int) -> tuple[bool, bool, bool]:
+        flipped = ba.BatchAugment([v2.RandomHorizontalFlip(p=1.0)])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+        jittered = ba.BatchAugment([v2.ColorJitter(brightness=0.5)])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+        return ba.batch_buffer((2, 3)).is_shared(), flipped.is_shared(), jittered.is_shared()
 
 
 def test_batch_buffers_are_in_shared_memory_in_workers_only():
-    """Pins the private `_new_shared` storage call (the one `default_collate` makes) that `batch_buffer` uses."""
+    """Pins the private `_new_shared` storage call (the one `default_collate` makes) that `batch_buffer` uses;
+    what `BatchAugment` returns in a worker, uint8 all the way (a flip) or rounded from floats, is there too."""
     assert not ba.batch_buffer((2, 3)).is_shared()
-    assert list(DataLoader(_SharedFlags(), batch_size=None, num_workers=1)) == [True, True]
+    assert not ba.shareable(torch.zeros(2)).is_shared()  # the main process: nothing to hand over
+    assert [list(flags) for flags in DataLoader(_SharedFlags(), batch_size=None, num_workers=1)] == [[True] * 3] * 2

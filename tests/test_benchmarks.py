@@ -112,3 +112,26 @@ def test_the_whole_run_section_runs_both_commands_and_reports_their_accuracy():
         assert rows[f"{side}: peak RSS"].value > 200
     assert 0.5 < rows["ratio default / plain, whole process"].value < 10
     assert rows["ratio default / plain, training epoch"].value > 0
+
+
+# -- pipeline: the per-worker figure --------------------------------------------------------------------
+
+
+def test_worker_clock_counts_every_image_once_across_workers():
+    """The per-worker rate divides the images the workers made by their CPU time: each image counted
+    once, whichever worker made it, and the batches delivered as the loader would deliver them."""
+    from torch.utils.data import DataLoader
+
+    from benchmarks.pipeline import WorkerClock
+    from lightning_resnet.data.datasets import PixelDataset
+    from lightning_resnet.data.transforms import collate
+
+    pixels = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous()
+    dataset = PixelDataset(pixels, range(10), [i % 2 for i in range(10)])
+    loader = DataLoader(dataset, batch_size=3, collate_fn=collate, num_workers=2, persistent_workers=True)
+    timed, clock = WorkerClock.around(loader)
+    seen = torch.cat([images[:, 0, 0, 0] for images, _ in timed])
+    assert sorted(seen.tolist()) == list(range(10))
+    seconds, images = clock.totals.sum(0).tolist()
+    assert images == 10 and (clock.totals[:, 1] > 0).all()  # both workers made batches
+    assert seconds > 0 and clock.rate() == images / seconds

@@ -195,7 +195,7 @@ def test_jpegs_twice_the_target_side_decode_at_reduced_scale_the_rest_exactly(tm
     Image.fromarray(full).save(png)
     assert load_rgb(png, draft_size=64).size == (400, 300)  # other formats always decode in full
 
-    resize = v2.Compose([*resize_ops(64), v2.PILToTensor()])
+    resize = v2.Compose(resize_ops(64))
     cached = decode_resized(big, 64)  # the pixel cache's decode
     as_files = ImageFileDataset([big], transform=resize, draft_size=draft_side(64))[0][0]  # training, prediction
     assert torch.equal(cached, as_files)

@@ -210,9 +210,11 @@ def test_large_jpegs_are_decoded_at_reduced_scale_small_ones_exactly(tmp_path):
     assert drafted.size == (600, 450)  # libjpeg's 1/8 scale: 64x fewer pixels, still >= 32 px a side
     assert load_rgb(big, draft_size=800).size == (1200, 900)  # 1/4: the largest scale that keeps 800 px
     resized = decode_resized(big, 32)  # the pixel cache's decode
-    reference = torch.from_numpy(np.array(drafted.resize((32, 32), Image.Resampling.BILINEAR))).permute(2, 0, 1)
-    assert torch.equal(resized, reference)
-    as_files = ImageFileDataset([big], transform=v2.Compose([*resize_ops(32), v2.PILToTensor()]), draft_size=32)
+    reference = v2.functional.resize(v2.functional.pil_to_tensor(drafted), [32, 32], antialias=True)
+    assert torch.equal(resized, reference)  # the drafted image, resized as a uint8 tensor
+    with_pil = torch.from_numpy(np.array(drafted.resize((32, 32), Image.Resampling.BILINEAR))).permute(2, 0, 1)
+    assert (resized.int() - with_pil.int()).abs().max() <= 1  # PIL's resize: the same pixels to 1 grey level
+    as_files = ImageFileDataset([big], transform=v2.Compose(resize_ops(32)), draft_size=32)
     assert torch.equal(as_files[0][0], resized)  # the file path of training and prediction: the same pixels
     full = torch.from_numpy(np.array(load_rgb(big).resize((32, 32), Image.Resampling.BILINEAR))).permute(2, 0, 1)
     assert (resized.int() - full.int()).abs().float().mean() < 2  # the same picture

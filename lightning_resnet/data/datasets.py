@@ -52,6 +52,11 @@ class ImageFileDataset(Dataset):
     def paths(self) -> list[Path]:
         return [Path(os.fsdecode(path)) for path in self._paths]
 
+    @property
+    def names(self) -> list[str]:
+        """The paths as strings: what a fingerprint hashes, with no `Path` parsed per file."""
+        return [os.fsdecode(path) for path in self._paths]
+
     def __len__(self) -> int:
         return len(self._paths)
 
@@ -97,16 +102,20 @@ class PixelDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """The images and labels of positions `indices`, transformed as one batch."""
         positions = torch.as_tensor(indices, dtype=torch.int64)
-        images = self._gather(self._rows[positions])
-        return Batch(self.transform(images) if self.transform else images, self._labels[positions])
+        rows = self._rows[positions]
+        if self.transform is None:  # straight into shared memory in a worker: nothing copied on the way out
+            return Batch(self._gather(rows, batch_buffer), self._labels[positions])
+        return Batch(self.transform(self._gather(rows, torch.empty)), self._labels[positions])
 
-    def _gather(self, rows: torch.Tensor) -> torch.Tensor:
-        if not isinstance(self.pixels, torch.Tensor):
-            return self.pixels.take(rows.numpy())  # a `PixelFile`: read in file order
-        # into shared memory in a worker (nothing copied on the way out); numpy's row gather is a memcpy per row
-        out = batch_buffer((len(rows), *self.pixels.shape[1:]))
-        # mode="clip" writes straight into `out` ("raise" buffers a copy); `rows` are valid: `_rows` indexing raised
-        np.take(self.pixels.numpy(), rows.numpy(), axis=0, out=out.numpy(), mode="clip")
+    def _gather(self, rows: torch.Tensor, allocate: Callable[..., torch.Tensor] = torch.empty) -> torch.Tensor:
+        """The images of `rows` in a tensor from `allocate(shape, dtype=)`."""
+        out = allocate((len(rows), *self.pixels.shape[1:]), dtype=torch.uint8)
+        if isinstance(self.pixels, torch.Tensor):
+            # numpy's row gather is a memcpy per row; mode="clip" writes straight into `out` ("raise" buffers
+            # a copy), and `rows` are valid: `_rows` indexing raised
+            np.take(self.pixels.numpy(), rows.numpy(), axis=0, out=out.numpy(), mode="clip")
+        else:
+            self.pixels.take(rows.numpy(), out.numpy())  # a `PixelFile`: read in file order
         return out
 
     def images(self, start: int = 0, stop: int | None = None) -> torch.Tensor:

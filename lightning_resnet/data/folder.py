@@ -312,17 +312,16 @@ class ImageFolderDataModule(ClassificationDataModule):
         """Per-channel mean/std of the resized training images; cached per file list and geometry, computed
         by one process of those sharing the cache folder."""
         train = self.datasets["train"]
-        key = fingerprint(train.paths, self.image_size, self.crop_ratio, within=self._files_key)
+        names = train.names if isinstance(train, ImageFileDataset) else train.paths  # no `Path` per file
+        key = fingerprint(names, self.image_size, self.crop_ratio, within=self._files_key)
 
         def compute() -> dict[str, list[float]]:
             if isinstance(train, PixelDataset):  # the resized pixels are at hand: no decoding
                 batches = train.batches()
             else:
-                transform = v2.Compose(
-                    [*resize_ops(self.image_size, self.crop_ratio), v2.PILToTensor()]  # uint8: 8x fewer bytes
-                )
+                transform = v2.Compose(resize_ops(self.image_size, self.crop_ratio))  # uint8: 4x fewer bytes
                 loader = DataLoader(
-                    ImageFileDataset(train.paths, train.labels, transform, **self._reading()),
+                    ImageFileDataset(names, train.labels, transform, **self._reading()),
                     batch_size=self.batch_size,
                     num_workers=self.num_workers,
                 )

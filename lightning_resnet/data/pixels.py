@@ -1,9 +1,9 @@
 """The pre-resized pixel cache (`data.cache`): every image decoded once to uint8 at the training size.
 
 Decoding and resizing a JPEG costs milliseconds; reading its resized pixels from memory costs
-microseconds. The cache holds the images exactly as the PIL path has them after its resize (same
-`load_rgb`, same `resize_ops`), so the training augment ops, applied to the uint8 tensor, see the
-same image, and val/test need no work but normalisation.
+microseconds. The cache holds the images exactly as the decoded path has them after its resize (same
+`load_rgb`, same `resize_ops`), so the training augment ops see the same image either way, and val/test
+need no work but normalisation.
 
 - `memory`: an (N, 3, H, W) uint8 tensor, decoded at start-up (the last one is kept for the next run
   in the same process, e.g. the jobs of an in-process sweep).
@@ -28,7 +28,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from lightning_resnet.data.batch_augment import batch_buffer
 from lightning_resnet.data.cache import exclusive, fingerprint
 from lightning_resnet.data.images import DEFAULT_MAX_PIXELS, EXIF_ORIENTATION, draft_side, load_rgb
 from lightning_resnet.data.transforms import resize_ops
@@ -39,8 +38,9 @@ log = logging.getLogger(__name__)
 CACHE_MODES = (None, "memory", "disk")
 DECODERS = ("cpu", "cuda")
 # in the fingerprint: bump when the stored pixels change meaning (v2: 16-bit scale, v3: JPEGs over
-# 16.8 MP decoded at reduced scale, v4: every JPEG at least twice the target side, see images.DRAFT_FACTOR)
-FORMAT_VERSION = "pixels-v4"
+# 16.8 MP decoded at reduced scale, v4: every JPEG at least twice the target side, see images.DRAFT_FACTOR;
+# v5: resized as a uint8 tensor, not a PIL image, see transforms.resize_ops)
+FORMAT_VERSION = "pixels-v5"
 FILL_CHUNK = 64  # images a decoding thread takes at a time
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -63,9 +63,9 @@ def decode_resized(
     intensity: str = "fixed",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
-    """(3, size, size) uint8: `load_rgb` (with the PIL path's `draft_size`) then its resize (and centre crop)."""
+    """(3, size, size) uint8: `load_rgb` (with the decoded path's `draft_size`) then its resize (and centre crop)."""
     image = load_rgb(path, intensity, max_pixels, draft_side(size, crop_ratio))
-    return v2.functional.pil_to_tensor(v2.Compose(resize_ops(size, crop_ratio))(image))
+    return v2.Compose(resize_ops(size, crop_ratio))(image)
 
 
 def decode_resized_jpegs(
@@ -78,8 +78,8 @@ def decode_resized_jpegs(
 ) -> torch.Tensor:
     """(len(paths), 3, size, size) uint8 on the CPU; on `cuda`, JPEGs decoded by nvJPEG and resized on the GPU.
 
-    Pixels differ slightly from the PIL path (another decoder and a tensor resize), which is why the
-    decoder is part of the cache's fingerprint. What nvJPEG cannot do goes through PIL: other formats,
+    Pixels differ slightly from the CPU path (another decoder, and no reduced-scale decode), which is why
+    the decoder is part of the cache's fingerprint. What nvJPEG cannot do goes through PIL: other formats,
     EXIF-rotated JPEGs (nvJPEG ignores the orientation), and a batch with a file it fails on.
     """
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
@@ -158,17 +158,18 @@ class PixelFile:
             self._array = np.load(self.path, mmap_mode="c")
         return self._array
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
     def __getitem__(self, index: Any) -> torch.Tensor:
         return torch.from_numpy(self.array[index.numpy() if isinstance(index, torch.Tensor) else index])
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:
-        """The images of `rows` (any order) as one tensor, read in ascending file order (the page cache
-        and the disk see one forward sweep per batch, not a random walk), then put in `rows`' order; in a
-        DataLoader worker into shared memory (`batch_buffer`), so nothing is copied on the way out."""
+    def take(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """The images of `rows` (any order) into `out`, read in ascending file order (the page cache and
+        the disk see one forward sweep per batch, not a random walk), then put in `rows`' order."""
         order = np.argsort(rows, kind="stable")
-        out = batch_buffer((len(rows), *self.array.shape[1:]))
-        out.numpy()[order] = self.array[rows[order]]
-        return out
+        out[order] = self.array[rows[order]]
 
     def __len__(self) -> int:
         return len(self.array)
