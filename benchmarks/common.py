@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +46,28 @@ def write_results(rows: list[Row], header: str) -> Path:
     with path.open("a") as file:
         file.write(f"{separator}{header}\n\n{format_table(rows)}\n")
     return path
+
+
+class _Messages(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def logged_messages(logger_name: str, level: int = logging.DEBUG) -> Iterator[list[str]]:
+    """The messages `logger_name` (and its children) log at `level` or above meanwhile, whatever the
+    logging set-up says: how a bench learns what the code under test did (built a cache, fell back)."""
+    messages: list[str] = []
+    handler, logger = _Messages(messages), logging.getLogger(logger_name)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

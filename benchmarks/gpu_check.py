@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import platform
 import re
 import sys
@@ -124,40 +123,23 @@ def nvjpeg_error(path: Path, device: str) -> str | None:
     return None if image.device.type == device.split(":")[0] else f"decoded on {image.device}, not {device}"
 
 
-class _Records(logging.Handler):
-    """Keeps the messages logged to it."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def pixel_check(device: str = "cuda", count: int = 32, size: int = 64) -> Verdict:
     """`count` JPEGs decoded by `decode_resized_jpegs` on `device` and by the PIL path, compared."""
     import torch
 
+    from benchmarks.common import logged_messages
     from benchmarks.pipeline import write_jpegs
     from lightning_resnet.data.pixels import decode_resized, decode_resized_jpegs
 
-    fallbacks = _Records()  # the batch decode's own fallback to PIL is logged at debug level only
-    logger = logging.getLogger(decode_resized_jpegs.__module__)
-    level, logger.level = logger.level, logging.DEBUG
-    logger.addHandler(fallbacks)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = sorted(write_jpegs(Path(tmp), count).rglob("*.jpg"))
-            error = nvjpeg_error(paths[0], device)
-            if error:
-                return Verdict(False, reason=error)
-            decoded = decode_resized_jpegs(paths, size, device=device)
-            reference = torch.stack([decode_resized(path, size) for path in paths])
-    finally:
-        logger.removeHandler(fallbacks)
-        logger.setLevel(level)
-    failed = [m for m in fallbacks.messages if "failed" in m]
+    # the batch decode's own fallback to PIL is logged at debug level only
+    with logged_messages(decode_resized_jpegs.__module__) as fallbacks, tempfile.TemporaryDirectory() as tmp:
+        paths = sorted(write_jpegs(Path(tmp), count).rglob("*.jpg"))
+        error = nvjpeg_error(paths[0], device)
+        if error:
+            return Verdict(False, reason=error)
+        decoded = decode_resized_jpegs(paths, size, device=device)
+        reference = torch.stack([decode_resized(path, size) for path in paths])
+    failed = [m for m in fallbacks if "failed" in m]
     if failed:
         return Verdict(False, reason=f"decode_resized_jpegs fell back to PIL: {failed[0][:150]}")
     verdict = compare_pixels(decoded, reference)

@@ -36,7 +36,7 @@ import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
 
-from benchmarks.common import Row, format_table
+from benchmarks.common import Row, format_table, logged_messages
 from benchmarks.decode import bench_cache
 from benchmarks.whole_run import CLOCK_ENV, ROOT, RunClock
 
@@ -153,31 +153,15 @@ def warm_setup(root: Path, state: Path, cache: str | None, run: ScaleRun) -> Any
         root=root, layout="classes", image_size=TRAIN_SIDE, normalize="auto", cache=cache, cache_dir=state,
         num_workers=2, augment_on="cpu", seed=SEED, batch_size=BATCH,
     )  # fmt: skip
-    lines, logger = _Lines(), logging.getLogger("lightning_resnet")
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    try:
+    with logged_messages("lightning_resnet", logging.INFO) as messages:
         started = time.perf_counter()
         dm.setup("fit")
         elapsed = time.perf_counter() - started
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(level)
-    built = [name for name, line in BUILDS.items() if any(line in text for text in lines.texts)]
+    built = [name for name, line in BUILDS.items() if any(line in text for text in messages)]
     if built:  # then this is not the set-up of a run with everything cached
         raise RuntimeError(f"the in-process set-up built {', '.join(built)}: its settings differ from the runs'")
     run.warm_setup_s = elapsed
     return dm
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.texts.append(record.getMessage())
 
 
 def _tree_rss_kib(pid: int) -> tuple[int, int]:
