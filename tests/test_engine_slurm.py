@@ -292,10 +292,12 @@ def test_a_failing_slurm_job_is_recorded_failed_and_the_sweep_ends(tmp_path, slu
 @pytest.mark.engines
 @pytest.mark.slow
 def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends(tmp_path, slurm):
-    """A job cancelled while it runs and one cancelled before it started (as for a job killed for memory or
-    a lost node): each is `failed` with SLURM's state, the other job finishes, the summary is written."""
+    """A job cancelled while it runs (as for a job killed for memory or a lost node) is `failed` with SLURM's
+    state. One cancelled before it started, beside another pending task of the array, is never accounted
+    (SLURM drops it): `failed` as forgotten, where submitit alone would wait for it forever. The other jobs
+    finish and the summary is written."""
     sweep = tmp_path / "sweep"
-    overrides = ["optimizer.lr=0.001,0.002,0.003", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
+    overrides = ["optimizer.lr=0.001,0.002,0.003,0.004", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
     driver = start_sweep(
         tmp_path, slurm, *overrides, "trainer.limit_val_batches=1", *TINY, *NO_REPORTS, f"hydra.sweep.dir={sweep}"
     )
@@ -304,7 +306,7 @@ def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends
         last = sweep / "optimizer.lr=0.002" / "checkpoints" / "last.ckpt"
         wait_for(last.is_file, "job 1 to train an epoch", timeout=300)
         array = slurm_job_ids(sweep)[0].split("_")[0]
-        subprocess.run(["scancel", f"{array}_2"], env=slurm.env, check=True)  # pending: 2 CPUs, 2 jobs running
+        subprocess.run(["scancel", f"{array}_2"], env=slurm.env, check=True)  # pending with _3: 2 CPUs, 2 jobs run
         subprocess.run(["scancel", f"{array}_1"], env=slurm.env, check=True)
         output, _ = driver.communicate(timeout=600)
     finally:
@@ -312,11 +314,12 @@ def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends
             driver.kill()
     assert driver.returncode == 0, output[-4000:]
     rows = summary_rows(sweep)
-    assert rows["optimizer.lr=0.001"]["status"] == "ok"
-    assert read_json(sweep / "optimizer.lr=0.001" / "metrics.json")["epochs_run"] == 3
-    for number, job in ((1, "optimizer.lr=0.002"), (2, "optimizer.lr=0.003")):
-        assert rows[job]["status"] == "failed", rows[job]
-        assert rows[job]["error"].startswith(f"SLURM job {array}_{number} ended CANCELLED"), rows[job]["error"]
+    for job in ("optimizer.lr=0.001", "optimizer.lr=0.004"):
+        assert rows[job]["status"] == "ok" and read_json(sweep / job / "metrics.json")["epochs_run"] == 3
+    cancelled, forgotten = rows["optimizer.lr=0.002"], rows["optimizer.lr=0.003"]
+    assert cancelled["status"] == "failed" and cancelled["error"].startswith(f"SLURM job {array}_1 ended CANCELLED")
+    assert forgotten["status"] == "failed", forgotten
+    assert forgotten["error"].startswith(f"SLURM job {array}_2 ended without a record"), forgotten["error"]
 
 
 @pytest.mark.engines

@@ -5,15 +5,21 @@ hydra-submitit-launcher waits for the jobs in order and raises for the first one
 train task): the command then ends without the summary while the sweep's other jobs run on, unwatched.
 `SlurmLauncher` waits for every job and records such a job in its folder's `status.json` as failed,
 naming SLURM's state and the last line of its error log, as the train task records a job that raised;
-the job returns NaN, as a failed job does (Optuna records a failed trial). Hydra finds launchers only
-in the `hydra_plugins` package: `hydra_plugins/lightning_resnet_launchers/slurm_launcher.py` names this
-class for `conf/launcher/slurm.yaml`.
+the job returns NaN, as a failed job does (Optuna records a failed trial). A job SLURM has forgotten (an
+array task cancelled while pending beside other pending tasks: it is dropped from the queue and never
+reaches the accounting, so submitit would wait for it forever) is failed once squeue has not listed it for
+`FORGOTTEN_AFTER_S` and sacct has no line for it.
+
+Hydra finds launchers only in the `hydra_plugins` package:
+`hydra_plugins/lightning_resnet_launchers/slurm_launcher.py` names this class for `conf/launcher/slurm.yaml`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,12 @@ from lightning_resnet.sweeps.status import lost_job_return
 log = logging.getLogger(__name__)
 
 EXECUTOR_KEYS = {"submitit_folder", "max_num_timeout"}  # the executor's own; the rest are sbatch parameters
+FORGOTTEN_AFTER_S = 30.0  # not queued this long, and not accounted: the job no longer exists
+CHECK_S = 10.0  # how often a job waited for is looked up in the queue
+
+
+class ForgottenJobError(Exception):
+    """SLURM keeps no record of the job: not in the queue, not in the accounting."""
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
@@ -71,10 +83,16 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from submitit.core.utils import UncompletedJobError
 
         try:
+            wait_unless_forgotten(job)
             return job.results()[0]
         except UncompletedJobError as err:  # FailedJobError too: an error raised outside the train task
             reason = last_line(str(err)) or "no result"
             error = f"SLURM job {job.job_id} ended {job.state} without a result: {reason}"[:300]
+        except ForgottenJobError:
+            error = (
+                f"SLURM job {job.job_id} ended without a record: squeue has not listed it for "
+                f"{FORGOTTEN_AFTER_S:.0f} s and sacct does not (an array task cancelled while pending is not accounted)"
+            )
         log.error("job #%d (%s): %s; its log: %s", idx, " ".join(overrides), error, job.paths.stderr)
         config = self._job_config(overrides, idx, job.job_id)
         return lost_job_return(config, Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir), error)
@@ -92,3 +110,31 @@ class SlurmLauncher(SubmititSlurmLauncher):
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def wait_unless_forgotten(job: Any) -> None:
+    """Wait for `job` as submitit does, or raise `ForgottenJobError` once SLURM has kept no record of it: no
+    squeue line for `FORGOTTEN_AFTER_S`, then no sacct line (submitit keeps the last state it read)."""
+    missing_since, next_check = None, time.monotonic()
+    while not job.done():
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + CHECK_S
+            if listed(["squeue", "-h", "-j", job.job_id, "-o", "%i"]) is not False:
+                missing_since = None
+            elif missing_since is None:
+                missing_since = now
+            elif now - missing_since >= FORGOTTEN_AFTER_S and listed(["sacct", "-X", "-n", "-j", job.job_id]) is False:
+                raise ForgottenJobError(job.job_id)
+        time.sleep(1.0)
+
+
+def listed(command: list[str]) -> bool | None:
+    """Whether a squeue/sacct query for one job prints a line; None when it cannot say (an error, a timeout)."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode == 0:
+        return bool(result.stdout.strip())
+    return False if "Invalid job id" in result.stderr else None
