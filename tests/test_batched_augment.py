@@ -280,21 +280,3 @@ def test_epoch_seeded_workers_read_batches_whole_and_repeat_an_epoch(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # same seed and epoch: same flips
     assert first[0].dtype == torch.uint8 and first[0].shape == (2, 3, 8, 8)
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
-
-
-class _SharedFlags(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> tuple[bool, bool, bool]:
-        flipped = ba.BatchAugment([v2.RandomHorizontalFlip(p=1.0)])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
-        jittered = ba.BatchAugment([v2.ColorJitter(brightness=0.5)])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
-        return ba.batch_buffer((2, 3)).is_shared(), flipped.is_shared(), jittered.is_shared()
-
-
-def test_batch_buffers_are_in_shared_memory_in_workers_only():
-    """Pins the private `_new_shared` storage call (the one `default_collate` makes) that `batch_buffer` uses;
-    what `BatchAugment` returns in a worker, uint8 all the way (a flip) or rounded from floats, is there too."""
-    assert not ba.batch_buffer((2, 3)).is_shared()
-    assert not ba.shareable(torch.zeros(2)).is_shared()  # the main process: nothing to hand over
-    assert [list(flags) for flags in DataLoader(_SharedFlags(), batch_size=None, num_workers=1)] == [[True] * 3] * 2

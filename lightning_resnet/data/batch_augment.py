@@ -29,35 +29,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import get_worker_info
 from torchvision.transforms import InterpolationMode, v2
 
-from lightning_resnet.compat import auto_augment_space, shared_memory_tensor
+from lightning_resnet.compat import auto_augment_space
+from lightning_resnet.data.worker_batches import batch_buffer, shareable
 
 log = logging.getLogger(__name__)
 
 BatchOp = Callable[[torch.Tensor], torch.Tensor]
 _logged: set[str] = set()  # fallbacks already logged in this process
-
-
-def batch_buffer(shape: Sequence[int], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """An uninitialised tensor for a batch; in a DataLoader worker, in shared memory, so handing it to the main
-    process copies nothing (as `default_collate` allocates the batches it stacks: the same private
-    storage call, `compat.shared_memory_tensor`, pinned by tests/test_batched_augment.py)."""
-    if get_worker_info() is None:
-        return torch.empty(tuple(shape), dtype=dtype)
-    return shared_memory_tensor(shape, dtype)
-
-
-def shareable(images: torch.Tensor) -> torch.Tensor:
-    """`images` as a DataLoader worker returns them: in shared memory, copied there once if they are not.
-
-    Only the batch that leaves a worker belongs there: a new shared-memory block costs ~1 ms per MB
-    (creating it, and the kernel zeroing every page on first touch) against ~0.03 for reused private
-    memory, so the steps before it work in private memory."""
-    if get_worker_info() is None or images.is_shared():
-        return images
-    return batch_buffer(images.shape, images.dtype).copy_(images)
 
 
 # -- kernels: float (N, C, H, W) in [0, 1], per-image parameters of shape (N,) ------------------------------

@@ -165,12 +165,6 @@ class PixelFile:
     def __getitem__(self, index: Any) -> torch.Tensor:
         return torch.from_numpy(self.array[index.numpy() if isinstance(index, torch.Tensor) else index])
 
-    def take(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """The images of `rows` (any order) into `out`, read in ascending file order (the page cache and
-        the disk see one forward sweep per batch, not a random walk), then put in `rows`' order."""
-        order = np.argsort(rows, kind="stable")
-        out[order] = self.array[rows[order]]
-
     def __len__(self) -> int:
         return len(self.array)
 

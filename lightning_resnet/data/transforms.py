@@ -19,6 +19,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 from lightning_resnet.data.batch_augment import BatchAugment, Normalize
+from lightning_resnet.data.worker_batches import worker_batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,10 +95,11 @@ class Batch(NamedTuple):
 
 
 def collate(data: Batch | list[Any]) -> list[Any]:
-    """The DataLoaders' collate function: a `Batch` passes as it is, a list of samples is stacked
-    (`default_collate`); either way [images, labels]."""
+    """The DataLoaders' collate function: a `Batch` passes as it is (in a worker, as a `worker_batch`, which
+    hands a reused shared-memory block over), a list of samples is stacked (`default_collate`); either way
+    [images, labels]."""
     if isinstance(data, Batch):
-        return [data.images, data.labels]
+        return worker_batch(data.images, data.labels)
     return default_collate(data)
 
 
