@@ -299,7 +299,14 @@ def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends
     sweep = tmp_path / "sweep"
     overrides = ["optimizer.lr=0.001,0.002,0.003,0.004", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
     driver = start_sweep(
-        tmp_path, slurm, *overrides, "trainer.limit_val_batches=1", *TINY, *NO_REPORTS, f"hydra.sweep.dir={sweep}"
+        tmp_path,
+        slurm,
+        *overrides,
+        "trainer.limit_val_batches=1",
+        "slurm_forgotten_after_s=6",
+        *TINY,
+        *NO_REPORTS,
+        f"hydra.sweep.dir={sweep}",
     )
     try:
         # Once training: before, submitit's handler ignores the SIGTERM of scancel (SIGKILL ends it KillWait later).

@@ -8,7 +8,7 @@ naming SLURM's state and the last line of its error log, as the train task recor
 the job returns NaN, as a failed job does (Optuna records a failed trial). A job SLURM has forgotten (an
 array task cancelled while pending beside other pending tasks: it is dropped from the queue and never
 reaches the accounting, so submitit would wait for it forever) is failed once squeue has not listed it for
-`FORGOTTEN_AFTER_S` and sacct has no line for it.
+`slurm_forgotten_after_s` (conf/launcher/slurm.yaml) and sacct has no line for it.
 
 Hydra finds launchers only in the `hydra_plugins` package:
 `hydra_plugins/lightning_resnet_launchers/slurm_launcher.py` names this class for `conf/launcher/slurm.yaml`.
@@ -35,8 +35,7 @@ from lightning_resnet.sweeps.status import lost_job_return
 log = logging.getLogger(__name__)
 
 EXECUTOR_KEYS = {"submitit_folder", "max_num_timeout"}  # the executor's own; the rest are sbatch parameters
-FORGOTTEN_AFTER_S = 30.0  # not queued this long, and not accounted: the job no longer exists
-CHECK_S = 10.0  # how often a job waited for is looked up in the queue
+CHECK_S = 10.0  # how often a job waited for is looked up in the queue, at most
 
 
 class ForgottenJobError(Exception):
@@ -82,8 +81,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         """The job's result; for a job without one, a NaN result, recorded failed in the job's folder."""
         from submitit.core.utils import UncompletedJobError
 
+        forgotten_after_s = float(self.config.slurm_forgotten_after_s)
         try:
-            wait_unless_forgotten(job)
+            wait_unless_forgotten(job, forgotten_after_s)
             return job.results()[0]
         except UncompletedJobError as err:  # FailedJobError too: an error raised outside the train task
             reason = last_line(str(err)) or "no result"
@@ -91,7 +91,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except ForgottenJobError:
             error = (
                 f"SLURM job {job.job_id} ended without a record: squeue has not listed it for "
-                f"{FORGOTTEN_AFTER_S:.0f} s and sacct does not (an array task cancelled while pending is not accounted)"
+                f"{forgotten_after_s:g} s and sacct does not (an array task cancelled while pending is not accounted)"
             )
         log.error("job #%d (%s): %s; its log: %s", idx, " ".join(overrides), error, job.paths.stderr)
         config = self._job_config(overrides, idx, job.job_id)
@@ -112,19 +112,20 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def wait_unless_forgotten(job: Any) -> None:
+def wait_unless_forgotten(job: Any, forgotten_after_s: float) -> None:
     """Wait for `job` as submitit does, or raise `ForgottenJobError` once SLURM has kept no record of it: no
-    squeue line for `FORGOTTEN_AFTER_S`, then no sacct line (submitit keeps the last state it read)."""
+    squeue line for `forgotten_after_s`, then no sacct line (submitit keeps the last state it read)."""
+    every = min(CHECK_S, forgotten_after_s / 3)
     missing_since, next_check = None, time.monotonic()
     while not job.done():
         now = time.monotonic()
         if now >= next_check:
-            next_check = now + CHECK_S
+            next_check = now + every
             if listed(["squeue", "-h", "-j", job.job_id, "-o", "%i"]) is not False:
                 missing_since = None
             elif missing_since is None:
                 missing_since = now
-            elif now - missing_since >= FORGOTTEN_AFTER_S and listed(["sacct", "-X", "-n", "-j", job.job_id]) is False:
+            elif now - missing_since >= forgotten_after_s and listed(["sacct", "-X", "-n", "-j", job.job_id]) is False:
                 raise ForgottenJobError(job.job_id)
         time.sleep(1.0)
 
