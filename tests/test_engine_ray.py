@@ -34,8 +34,8 @@ import yaml
 
 from tests.conftest import compose_config, read_json, require_extra, require_tool
 
-# One xdist worker runs the whole module (with `--dist loadgroup`): one head, and no two sweeps competing for its CPUs.
-pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.xdist_group("ray")]
+# Under xdist each worker that runs tests of this module starts a head of its own (`ray_head` is module-scoped).
+pytestmark = [pytest.mark.engines, pytest.mark.slow]
 require_extra("ray", "ray")
 
 REPO = Path(__file__).resolve().parents[1]
