@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +100,54 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@contextmanager
+def built_once(tmp_path_factory, name: str) -> Iterator[tuple[Path, bool]]:
+    """(folder, whether to build it) for a session fixture that every xdist worker shares: the first
+    builds under a lock in the session's common temp dir, the others wait and find it built. The builder
+    writes `<folder>/.built` when done; read-only use by the tests keeps sharing safe."""
+    from lightning_resnet.data.cache import exclusive
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-N/, above each worker's popen-gwK/
+    folder = shared / name
+    with exclusive(shared / f"{name}.lock", f"the shared {name}"):
+        build = not (folder / ".built").is_file()
+        yield folder, build
+        if build:
+            (folder / ".built").touch()
+
+
 @pytest.fixture(scope="session")
 def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
     """One short digits run (2 epochs, 10 batches each), trained once and shared by the tests of the
     report, evaluate, predict, explain and export: (run directory, metrics.json content)."""
     from lightning_resnet.tasks.train import run
 
-    out = tmp_path_factory.mktemp("digits_run")
-    overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "optimizer.lr=0.002"]
-    return out, run(compose_config(out, [*FAST, *overrides]))
+    with built_once(tmp_path_factory, "digits_run") as (out, build):
+        if build:
+            overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "optimizer.lr=0.002"]
+            run(compose_config(out, [*FAST, *overrides]))
+    return out, read_json(out / "metrics.json")
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> Path:
+    """`python -m lightning_resnet -m optimizer=adam,sgd seed=0,1` (2 epochs of 3 batches, reports on), run
+    once in process for the sweep, dashboard and browser tests: the sweep folder."""
+    from lightning_resnet.tasks.train import main
+
+    with built_once(tmp_path_factory, "small_sweep") as (folder, build):
+        if build:
+            quick = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
+            quick += ["trainer.limit_test_batches=2"]
+            folder.mkdir()
+            argv = ["lightning_resnet", "-m", "optimizer=adam,sgd", "seed=0,1", *FAST, *quick]
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(folder)
+                patch.setattr(sys, "argv", [*argv, f"hydra.sweep.dir={folder / 'sweep'}"])
+                main()
+    return folder / "sweep"
 
 
 @pytest.fixture

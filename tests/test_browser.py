@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, require_extra, require_tool
+from tests.conftest import require_extra, require_tool
 from tests.test_dashboard import tensorboard_server
 
 require_extra("playwright", "browser")
@@ -32,8 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
-QUICK += ["trainer.limit_test_batches=2"]
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +58,10 @@ def browser_page(tmp_path, chromium):
             context.close()
 
 
-@pytest.fixture(scope="module")
-def two_job_sweep(tmp_path_factory, chromium) -> Path:
-    """`python -m lightning_resnet -m optimizer=adam,sgd` at tiny settings, once for both tests (as `sweep_here`)."""
-    from lightning_resnet.tasks.train import main
-
-    folder = tmp_path_factory.mktemp("browser")
-    sweep = folder / "sweep"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setattr(
-            sys, "argv", ["lightning_resnet", "-m", "optimizer=adam,sgd", *FAST, *QUICK, f"hydra.sweep.dir={sweep}"]
-        )
-        main()
-    return sweep
+@pytest.fixture
+def sweep(chromium, small_sweep) -> Path:
+    """The shared 2x2 sweep (`small_sweep`), asked for after `chromium` so that a missing browser skips first."""
+    return small_sweep
 
 
 def keep_screenshot(path: Path) -> None:
@@ -94,27 +81,27 @@ def within_viewport(box: dict | None) -> bool:
     )
 
 
-def test_sweep_report_page_opens_from_disk_with_every_job_and_figure(tmp_path, browser_page, two_job_sweep):
+def test_sweep_report_page_opens_from_disk_with_every_job_and_figure(tmp_path, browser_page, sweep):
     page = browser_page
     messages: list[str] = []
     page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
     page.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
     page.on("requestfailed", lambda request: messages.append(f"requestfailed: {request.url}"))
-    page.goto((two_job_sweep / "report.html").as_uri(), wait_until="load")
+    page.goto((sweep / "report.html").as_uri(), wait_until="load")
 
     jobs = page.locator("#summary tbody tr td:first-child").all_inner_texts()
-    assert sorted(jobs) == ["optimizer=adam", "optimizer=sgd"]  # one row per job
+    assert sorted(jobs) == [f"optimizer={o},seed={s}" for o in ("adam", "sgd") for s in (0, 1)]  # a row per job
     widths = page.evaluate("Array.from(document.images, image => image.complete ? image.naturalWidth : 0)")
-    assert len(widths) == 1 + 2 * 4 and all(width > 0 for width in widths)  # summary.png, 4 figures per job
+    assert len(widths) == 1 + 4 * 4 and all(width > 0 for width in widths)  # summary.png, 4 figures per job
     assert not [m for m in messages if m.startswith(("error", "pageerror", "requestfailed"))], messages
     shot = tmp_path / "report_html.png"
     page.screenshot(path=str(shot))
     keep_screenshot(shot)
 
 
-def test_tensorboard_default_tab_opens_on_train_and_val_loss_and_accuracy(tmp_path, browser_page, two_job_sweep):
+def test_tensorboard_default_tab_opens_on_train_and_val_loss_and_accuracy(tmp_path, browser_page, sweep):
     page = browser_page
-    with tensorboard_server(two_job_sweep) as url:
+    with tensorboard_server(sweep) as url:
         page.goto(url, wait_until="networkidle")
         cards = {tag: page.locator("card-view", has_text=tag).first for tag in ("curves/acc", "curves/loss")}
         for card in cards.values():
@@ -128,5 +115,5 @@ def test_tensorboard_default_tab_opens_on_train_and_val_loss_and_accuracy(tmp_pa
         for tag, card in cards.items():  # the whole chart on the first screen, without a click or a scroll
             assert within_viewport(card.bounding_box()), (tag, card.bounding_box())
             legend = card.inner_text()
-            for job in ("optimizer=adam", "optimizer=sgd"):
+            for job in (f"optimizer={o},seed={s}" for o in ("adam", "sgd") for s in (0, 1)):
                 assert f"{job}/tensorboard/train" in legend and f"{job}/tensorboard/val" in legend, legend

@@ -191,17 +191,16 @@ def test_report_cli_on_a_folder_without_jobs(tmp_path):
 
 # -- end to end ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_by_two_sweep_summary_equals_each_jobs_metrics(tmp_path, sweep_here):
-    sweep = tmp_path / "sweep"
-    sweep_here("optimizer=adam,sgd", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep}")
+def test_two_by_two_sweep_summary_equals_each_jobs_metrics(small_sweep):
+    sweep = small_sweep
     jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert jobs == ["optimizer=adam,seed=0", "optimizer=adam,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
-    assert not (tmp_path / "outputs").exists()
+    assert not (sweep.parent / "outputs").exists()  # the sweep ran from its parent folder
     rows = summary_rows(sweep)
     assert set(rows) == set(jobs)
     for job, row in rows.items():
         metrics = read_json(sweep / job / "metrics.json")
-        assert row["status"] == "ok" and int(row["epochs"]) == metrics["epochs_run"] == 1
+        assert row["status"] == "ok" and int(row["epochs"]) == metrics["epochs_run"] == 2
         assert close(row["best_val_acc"], metrics["best"]["val/acc"]) and close(row["score"], metrics["best_score"])
         assert close(row["test_acc"], metrics["test"]["test/acc"]) and close(row["test_f1"], metrics["test"]["test/f1"])
         assert close(row["gmacs"], metrics["model"]["gmacs"]) and int(row["params"]) == metrics["model"]["params_total"]
@@ -262,12 +261,13 @@ def test_killed_run_continues_from_its_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_jobs_of_a_sweep_train_once_in_their_own_folders_and_a_failing_one_stops_only_itself(tmp_path):
+def test_ddp_jobs_of_a_sweep_train_once_in_their_own_folders_and_a_failing_one_stops_only_itself(tmp_path, sweep_here):
     """`devices=2` on the CPU, where Lightning picks DDP itself (`trainer=ddp_sim` runs under SLURM and across
-    nodes). Lightning SIGKILLs a DDP job's process group when a rank fails; the sweep's driver is not in it."""
+    nodes). Each DDP job runs in a child process, which Lightning kills when a rank fails; the sweep's driver
+    (this test's process) goes on."""
     sweep = tmp_path / "sweep"
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2"]
-    run_cli(tmp_path, *ddp, "optimizer.lr=-1.0,0.01", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
+    sweep_here(*ddp, "optimizer.lr=-1.0,0.01", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["optimizer.lr=-1.0", "optimizer.lr=0.01"]  # the children did not re-run the sweep
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
