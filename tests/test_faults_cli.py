@@ -36,18 +36,12 @@ CP949_CELL = r"\xb0\xed\xbe\xe7\xc0\xcc.png"
 FORMULA_NAMES = ['=HYPERLINK("evil.example","click")', "+x", "-x", "@x"]
 
 
-def cli(module: str, *overrides: str, cwd: Path, full_error: bool = False) -> subprocess.Popen:
-    """`python -m <module> overrides` started (not waited for), so several start-ups share the cores."""
+def cli(module: str, *overrides: str, cwd: Path) -> tuple[int, str, str]:
+    """`python -m <module> overrides` without `HYDRA_FULL_ERROR`: (status, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    if full_error:
-        env["HYDRA_FULL_ERROR"] = "1"
     command = [sys.executable, "-m", module, *overrides]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    stdout, stderr = process.communicate(timeout=300)
-    return process.returncode, stdout, stderr
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -102,27 +96,15 @@ def test_every_experiment_config_passes_the_number_check(tmp_path, experiment):
 
 
 @pytest.fixture(scope="module")
-def config_error_runs(tmp_path_factory) -> dict[str, tuple[int, str, str]]:
-    """`python -m lightning_resnet` with bad values, started at once; {name: (status, stdout, stderr)}."""
-    tmp = tmp_path_factory.mktemp("config_errors")
-    runs = {
-        "lr=abc": (["optimizer=adam", "optimizer.lr=abc"], False),
-        "gamma=-1": (["loss=focal", "loss.gamma=-1", *FAST], False),
-        "full error": (["loss=focal", "loss.gamma=-1", *FAST], True),
-    }
-    started = {
-        name: cli("lightning_resnet", *overrides, f"hydra.run.dir={tmp / f'run{i}'}", cwd=tmp, full_error=full)
-        for i, (name, (overrides, full)) in enumerate(runs.items())
-    }
-    return {name: finish(process) for name, process in started.items()}
+def typed_lr_run(tmp_path_factory) -> tuple[int, str, str]:
+    """`python -m lightning_resnet optimizer.lr=abc` as a real process: (status, stdout, stderr)."""
+    tmp = tmp_path_factory.mktemp("config_error")
+    return cli("lightning_resnet", "optimizer=adam", "optimizer.lr=abc", f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
 
 
-@pytest.mark.parametrize(
-    ("name", "message"), [("lr=abc", "optimizer.lr='abc'"), ("gamma=-1", "loss.gamma must be >= 0, got -1")]
-)
-def test_config_error_is_one_message_and_status_2(config_error_runs, name, message):
-    status, _stdout, stderr = config_error_runs[name]
-    assert message in stderr, stderr[-2000:]
+def test_config_error_is_one_message_and_status_2(typed_lr_run):
+    status, _stdout, stderr = typed_lr_run
+    assert "optimizer.lr='abc'" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr and "HYDRA_FULL_ERROR" not in stderr, stderr[-2000:]
     assert status == 2, stderr[-2000:]
 
@@ -135,10 +117,12 @@ def test_config_error_is_one_message_and_status_2(config_error_runs, name, messa
         ("explain", ["ckpt_path=missing.ckpt", "input=."], "missing.ckpt: no such file"),
         ("export", ["ckpt_path=missing.ckpt"], "missing.ckpt: no such file"),
         ("info", ["model.arch=resnet19", "num_classes=10"], "model.arch='resnet19'"),
+        ("train", ["loss=focal", "loss.gamma=-1", *FAST], "loss.gamma must be >= 0, got -1"),
     ],
 )
 def test_every_task_prints_a_config_error_alone(monkeypatch, tmp_path, capsys, task, overrides, message):
-    """The other tasks' entry points, run in this process (as `python -m lightning_resnet.<task>` would)."""
+    """Every task's entry point, run in this process (as `python -m lightning_resnet.<task>` would; the
+    train command's real process is `typed_lr_run`)."""
     module = importlib.import_module(f"lightning_resnet.tasks.{task}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -173,16 +157,21 @@ def test_bad_images_are_all_listed_under_the_short_report(monkeypatch, tmp_path,
     assert all(name in stderr for name in broken), stderr[-3000:]
 
 
-def test_lr_typo_fails_before_the_data_is_set_up(config_error_runs):
-    _status, stdout, stderr = config_error_runs["lr=abc"]
+def test_lr_typo_fails_before_the_data_is_set_up(typed_lr_run):
+    _status, stdout, stderr = typed_lr_run
     assert "expected" in stderr and "float" in stderr, stderr[-2000:]
     assert "DigitsDataModule" not in stdout + stderr  # the data module logs its splits once set up
 
 
-def test_hydra_full_error_keeps_the_traceback(config_error_runs):
-    status, _, stderr = config_error_runs["full error"]
-    assert status != 0
-    assert "Traceback" in stderr and "ConfigError: loss.gamma must be >= 0, got -1" in stderr, stderr[-2000:]
+def test_hydra_full_error_keeps_the_traceback(monkeypatch, tmp_path):
+    """With `HYDRA_FULL_ERROR=1` the ConfigError propagates (Python prints its traceback) instead of exiting 2."""
+    from lightning_resnet.tasks import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", ["train", "loss=focal", "loss.gamma=-1", *FAST, f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="loss.gamma must be >= 0, got -1"):
+        train.main()
 
 
 @pytest.mark.slow
@@ -278,7 +267,7 @@ def test_predict_cli_keeps_a_cp949_file_name(trained_digits_run, tmp_path):
     out.mkdir()
     ckpt = trained_digits_run[1]["best_checkpoint"]
     overrides = [f"ckpt_path={ckpt}", f"input={images}", f"output={out / 'p.csv'}", f"hydra.run.dir={tmp_path / 'r'}"]
-    status, _stdout, stderr = finish(cli("lightning_resnet.predict", *overrides, cwd=tmp_path))
+    status, _stdout, stderr = cli("lightning_resnet.predict", *overrides, cwd=tmp_path)
     assert status == 0, stderr[-3000:]
     assert sorted(row["file"] for row in read_rows(out / "p.csv")) == sorted([CP949_CELL, "plain.png"])
     assert [p.name for p in out.iterdir()] == ["p.csv"]  # no temporary file left beside it
