@@ -36,24 +36,6 @@ def test_pipe_gets_epoch_lines(monkeypatch):
         progress_bar(style="fancy")
 
 
-@pytest.mark.slow
-def test_non_tty_run_logs_one_line_per_epoch(tmp_path):
-    overrides = [f"hydra.run.dir={tmp_path / 'run'}", *FAST, *TINY, "callbacks.reports=null"]
-    done = subprocess.run(
-        [sys.executable, "-m", "lightning_resnet", *overrides],
-        cwd=tmp_path,
-        capture_output=True,  # pipes: stdout is not a TTY
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    lines = EPOCH_LINE.findall(output)
-    assert lines == ["1", "2"], output
-    assert "\r" not in output
-    assert len(EPOCH_LINE.findall((tmp_path / "run" / "train.log").read_text())) == 2
-
-
 def test_the_finder_bar_is_quiet_only_when_asked():
     """Pins the private name it replaces: `pytorch_lightning.tuner.lr_finder.tqdm`, the search's bar."""
     from pytorch_lightning.tuner import lr_finder as lightning_lr_finder
@@ -69,7 +51,7 @@ def test_the_finder_bar_is_quiet_only_when_asked():
 
 
 @pytest.mark.slow
-def test_non_tty_run_with_the_lr_finder_has_no_bar_refreshes(tmp_path):
+def test_non_tty_run_logs_one_line_per_epoch_and_no_bar_refreshes_even_with_the_lr_finder(tmp_path):
     finder = ["callbacks=[default,lr_finder]", "callbacks.lr_finder.num_training=8"]
     finder += ["callbacks.lr_finder.early_stop_threshold=null", "trainer.limit_train_batches=8"]
     overrides = [f"hydra.run.dir={tmp_path / 'run'}", *FAST, *TINY, *finder, "callbacks.reports=null"]
@@ -85,6 +67,7 @@ def test_non_tty_run_with_the_lr_finder_has_no_bar_refreshes(tmp_path):
     assert "Finding best initial lr" not in output and "\r" not in output, output  # no tqdm refresh
     assert len(re.findall(r"lr finder: suggestion \S+ \(8 steps from 1e-06 to 1\)", output)) == 1, output
     assert EPOCH_LINE.findall(output) == ["1", "2"], output
+    assert len(EPOCH_LINE.findall((tmp_path / "run" / "train.log").read_text())) == 2
 
 
 @pytest.mark.slow
