@@ -95,18 +95,14 @@ def test_every_experiment_config_passes_the_number_check(tmp_path, experiment):
 # 12. A ConfigError is one message and exit status 2, from every task ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def typed_lr_run(tmp_path_factory) -> tuple[int, str, str]:
-    """`python -m lightning_resnet optimizer.lr=abc` as a real process: (status, stdout, stderr)."""
-    tmp = tmp_path_factory.mktemp("config_error")
-    return cli("lightning_resnet", "optimizer=adam", "optimizer.lr=abc", f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
-
-
-def test_config_error_is_one_message_and_status_2(typed_lr_run):
-    status, _stdout, stderr = typed_lr_run
-    assert "optimizer.lr='abc'" in stderr, stderr[-2000:]
+def test_config_error_is_one_message_and_status_2_before_the_data_is_set_up(tmp_path):
+    """`python -m lightning_resnet optimizer.lr=abc`, a real process (the other entry points: in this one)."""
+    overrides = ["optimizer=adam", "optimizer.lr=abc", f"hydra.run.dir={tmp_path / 'run'}"]
+    status, stdout, stderr = cli("lightning_resnet", *overrides, cwd=tmp_path)
+    assert "optimizer.lr='abc'" in stderr and "expected" in stderr and "float" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr and "HYDRA_FULL_ERROR" not in stderr, stderr[-2000:]
     assert status == 2, stderr[-2000:]
+    assert "DigitsDataModule" not in stdout + stderr  # the data module logs its splits once set up
 
 
 @pytest.mark.parametrize(
@@ -121,8 +117,7 @@ def test_config_error_is_one_message_and_status_2(typed_lr_run):
     ],
 )
 def test_every_task_prints_a_config_error_alone(monkeypatch, tmp_path, capsys, task, overrides, message):
-    """Every task's entry point, run in this process (as `python -m lightning_resnet.<task>` would; the
-    train command's real process is `typed_lr_run`)."""
+    """Every task's entry point, run in this process (as `python -m lightning_resnet.<task>` would)."""
     module = importlib.import_module(f"lightning_resnet.tasks.{task}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -155,12 +150,6 @@ def test_bad_images_are_all_listed_under_the_short_report(monkeypatch, tmp_path,
     stderr = capsys.readouterr().err
     assert exited.value.code == 2 and "Traceback" not in stderr, stderr[-2000:]
     assert all(name in stderr for name in broken), stderr[-3000:]
-
-
-def test_lr_typo_fails_before_the_data_is_set_up(typed_lr_run):
-    _status, stdout, stderr = typed_lr_run
-    assert "expected" in stderr and "float" in stderr, stderr[-2000:]
-    assert "DigitsDataModule" not in stdout + stderr  # the data module logs its splits once set up
 
 
 def test_hydra_full_error_keeps_the_traceback(monkeypatch, tmp_path):

@@ -15,10 +15,8 @@ from tests.conftest import read_json
 pytestmark = pytest.mark.slow
 
 
-def test_digits_run_learns_and_writes_its_outputs(make_cfg):
-    cfg = make_cfg("trainer.max_epochs=2", "optimizer.lr=0.002")
-    metrics = run(cfg)
-    out = Path(cfg.paths.output_dir)
+def test_digits_run_learns_and_writes_its_outputs(trained_digits_run, make_cfg):
+    out, metrics = trained_digits_run
 
     assert metrics["test"]["test/acc"] > 0.8  # chance is 0.1
     assert metrics == read_json(out / "metrics.json")
@@ -40,7 +38,7 @@ def test_digits_run_learns_and_writes_its_outputs(make_cfg):
     assert raw[CHECKPOINT_KEY]["class_names"] == [str(i) for i in range(10)]
     assert raw[CHECKPOINT_KEY]["preprocessing"]["image_size"] == 32
     model = ResNetClassifier.from_checkpoint(metrics["best_checkpoint"])
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(make_cfg())  # the run's data settings (FAST)
     correct = total = 0
     with torch.no_grad():
         for x, y in map(dm.model_input, dm.test_dataloader()):
@@ -51,6 +49,7 @@ def test_digits_run_learns_and_writes_its_outputs(make_cfg):
 
 def test_same_command_twice_gives_the_same_metrics(make_cfg, tmp_path):
     overrides = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "model.head_dropout=0.2")
+    overrides += ("callbacks.reports=null",)
     first = run(make_cfg(*overrides, f"paths.output_dir={tmp_path / 'a'}"))
     second = run(make_cfg(*overrides, f"paths.output_dir={tmp_path / 'b'}"))
     assert first["test"] == second["test"]
@@ -69,7 +68,7 @@ def test_resume_from_last_checkpoint_continues_the_epochs(make_cfg):
 
 def test_balanced_class_weights_come_from_the_training_labels(make_cfg):
     cfg = make_cfg("loss.class_weights=balanced")
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(make_cfg())  # the run's data settings (FAST)
     counts = torch.tensor(dm.class_counts(), dtype=torch.float)
     loss = build_loss(cfg, dm)
     assert torch.allclose(loss.weight, counts.sum() / (10 * counts))
