@@ -6,7 +6,7 @@ each size is a folder of hard links to the first N of them. For each size, with 
 twice on a fresh `data.cache_dir`: the first run lists, verifies (decodes every image), fingerprints,
 computes the statistics and builds the cache; the second must reuse all of it (its log is checked for
 any build) and start in seconds. Per run: seconds from launch to the first training step, the training
-epoch (its per-image time after `WARM_BATCHES` batches, so worker start-up does not count), and peak
+epoch (its steady per-image time, `SteadyRate`: worker start-up and the epoch's end do not count), and peak
 RSS of the main process and of the whole process tree (DataLoader workers included, each shared page
 counted once: the sum of proportional set sizes). The model trains its head only
 (`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
@@ -55,34 +55,51 @@ BUILDS = {  # a log line that only a run building the result writes
 }
 
 
+class SteadyRate:
+    """Seconds per image in the steady part of an epoch: from the start of batch `WARM_BATCHES` to the start
+    of the last batch, so neither the workers' start nor the epoch's end (the last prefetched batches, the
+    workers' shutdown) counts; both are fixed costs that would weigh 40 times more at 1k than at 40k."""
+
+    def __init__(self) -> None:
+        self.images = 0  # before the current batch
+        self.first: tuple[float, int] | None = None  # (clock, images before) at batch WARM_BATCHES
+        self.latest: tuple[float, int] | None = None  # the same at the latest batch
+
+    def batch_starts(self, index: int, size: int) -> None:
+        if index >= WARM_BATCHES:
+            self.latest = (time.perf_counter(), self.images)
+            self.first = self.first or self.latest
+        self.images += size
+
+    def seconds_per_image(self) -> float | None:
+        """None when the epoch had fewer than `WARM_BATCHES + 2` batches."""
+        if self.first is None or self.latest is self.first:
+            return None
+        (start, before), (end, after) = self.first, self.latest
+        return (end - start) / (after - before)
+
+
 class ScaleClock(RunClock):
-    """`RunClock` plus the steady part of the first training epoch: from batch `WARM_BATCHES` to its end."""
+    """`RunClock` plus the steady rate of the first training epoch (`SteadyRate`)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.images = 0
-        self.warm: tuple[float, int] | None = None  # (clock, images before) at batch WARM_BATCHES
-        self.train_end: float | None = None
+        self.rate = SteadyRate()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, index: int) -> None:
         super().on_train_batch_start(trainer)
-        if index == WARM_BATCHES and self.warm is None:
-            self.warm = (time.perf_counter(), self.images)
-        self.images += len(batch[0])
-
-    def _end_training(self, trainer: pl.Trainer) -> None:
-        if not trainer.sanity_checking and self.train_end is None:
-            self.train_end = time.perf_counter()
-        super()._end_training(trainer)
+        if trainer.current_epoch == 0:
+            self.rate.batch_starts(index, len(batch[0]))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         path = os.environ.get(CLOCK_ENV)
-        if path:  # an epoch of fewer batches than the warm-up: its whole time
+        if path:
             record = json.loads(Path(path).read_text())
-            started, before = self.warm or (self.train_end - record["epoch_train_s"][0], 0)
-            steady = (self.train_end - started) / max(1, self.images - before)
-            Path(path).write_text(json.dumps({**record, "steady_s_per_image": steady, "images": self.images}))
+            steady = self.rate.seconds_per_image()
+            if steady is None:  # too short an epoch: its whole time
+                steady = record["epoch_train_s"][0] / max(1, self.rate.images)
+            Path(path).write_text(json.dumps({**record, "steady_s_per_image": steady, "images": self.rate.images}))
 
 
 def scale_folder(count: int) -> Path:
@@ -116,7 +133,7 @@ def scale_folder(count: int) -> Path:
 class ScaleRun:
     first_step_s: float
     epoch_train_s: float
-    steady_ms: float  # per training image, after the warm-up batches
+    steady_ms: float  # per training image, `SteadyRate`
     wall_s: float
     main_peak_mib: float
     tree_peak_mib: float
@@ -128,18 +145,15 @@ class ScaleRun:
 
 def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun) -> None:
     """After the runs, in this process: the data set-up with every result cached (`warm_setup_s`), then one
-    epoch of the training loader alone, no model (`loader_ms` per image after `WARM_BATCHES` batches, and
+    epoch of the training loader alone, no model (`loader_ms`, its `SteadyRate` per image, and
     the peak PSS of this process and its workers): whether the input pipeline is what scales with size."""
     dm = warm_setup(root, state, cache, run)
-    batches = iter(dm.train_dataloader())
-    for _ in range(WARM_BATCHES):
-        next(batches)
-    images, peak, started = 0, 0, time.perf_counter()
-    for index, (batch, _) in enumerate(batches):
-        images += len(batch)
+    rate, peak = SteadyRate(), 0
+    for index, (batch, _) in enumerate(dm.train_dataloader()):
+        rate.batch_starts(index, len(batch))
         if index % 50 == 0:
             peak = max(peak, _tree_rss_kib(os.getpid())[1])
-    run.loader_ms = (time.perf_counter() - started) / max(1, images) * 1e3
+    run.loader_ms = (rate.seconds_per_image() or float("nan")) * 1e3
     run.loader_tree_mib = peak / 1024
 
 
@@ -248,7 +262,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                         "s", f"rebuilt: {', '.join(second.built) or 'nothing (all reused)'}; the data set-up alone "
                         f"{second.warm_setup_s:.2f} s"),
                     Row("scale", f"{count} images, {label}: training epoch", first.epoch_train_s, "s",
-                        f"{first.steady_ms:.3f} ms an image after {WARM_BATCHES} batches (second run "
+                        f"{first.steady_ms:.3f} ms an image, steady (second run "
                         f"{second.steady_ms:.3f})"),
                     Row("scale", f"{count} images, {label}: training loader alone", second.loader_ms, "ms an image",
                         f"no model, in this process; peak PSS with its workers {second.loader_tree_mib:.0f} MiB"),

@@ -135,3 +135,26 @@ def test_worker_clock_counts_every_image_once_across_workers():
     seconds, images = clock.totals.sum(0).tolist()
     assert images == 10 and (clock.totals[:, 1] > 0).all()  # both workers made batches
     assert seconds > 0 and clock.rate() == images / seconds
+
+
+# -- scale: the steady per-image time ------------------------------------------------------------------
+
+
+def test_steady_rate_spans_batch_5_to_the_last_batchs_start(monkeypatch):
+    """Neither the first batches (workers starting) nor the last batch and the epoch's end count."""
+    from types import SimpleNamespace
+
+    from benchmarks import scale
+
+    ticks = iter([10.0, 11.0, 13.0, 20.0])  # the starts of batches 5, 6 and 7; then the short epoch's 5
+    monkeypatch.setattr(scale, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    rate = scale.SteadyRate()
+    for index in range(8):
+        rate.batch_starts(index, 10 if index == 7 else 32)  # a short last batch
+    assert rate.images == 7 * 32 + 10
+    assert rate.seconds_per_image() == pytest.approx(3.0 / 64)  # batches 5 and 6: 64 images in 3 s
+
+    short = scale.SteadyRate()
+    for index in range(scale.WARM_BATCHES + 1):
+        short.batch_starts(index, 32)
+    assert short.seconds_per_image() is None  # one mark: no span to time
