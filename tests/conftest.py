@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -130,35 +131,31 @@ def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, read_json(out / "metrics.json")
 
 
+def run_sweep(folder: Path, *overrides: str) -> None:
+    """`python -m lightning_resnet -m *overrides` in this process (no start-up cost), from `folder`.
+    Launchers that start processes (joblib, DDP children) need a real CLI run."""
+    from lightning_resnet.tasks.train import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["lightning_resnet", "-m", *overrides])
+        main()
+
+
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory) -> Path:
     """`python -m lightning_resnet -m optimizer=adam,sgd seed=0,1` (2 epochs of 3 batches, reports on), run
     once in process for the sweep, dashboard and browser tests: the sweep folder."""
-    from lightning_resnet.tasks.train import main
-
     with built_once(tmp_path_factory, "small_sweep") as (folder, build):
         if build:
             quick = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
-            quick += ["trainer.limit_test_batches=2"]
+            quick += ["trainer.limit_test_batches=2", f"hydra.sweep.dir={folder / 'sweep'}"]
             folder.mkdir()
-            argv = ["lightning_resnet", "-m", "optimizer=adam,sgd", "seed=0,1", *FAST, *quick]
-            with pytest.MonkeyPatch.context() as patch:
-                patch.chdir(folder)
-                patch.setattr(sys, "argv", [*argv, f"hydra.sweep.dir={folder / 'sweep'}"])
-                main()
+            run_sweep(folder, "optimizer=adam,sgd", "seed=0,1", *FAST, *quick)
     return folder / "sweep"
 
 
 @pytest.fixture
-def sweep_here(monkeypatch, tmp_path):
-    """`sweep_here(*overrides)`: `python -m lightning_resnet -m *overrides` in this process (no start-up
-    cost), from `tmp_path`. Launchers that start processes (joblib, DDP children) need a real CLI run."""
-
-    def _sweep(*overrides: str) -> None:
-        from lightning_resnet.tasks.train import main
-
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(sys, "argv", ["lightning_resnet", "-m", *overrides])
-        main()
-
-    return _sweep
+def sweep_here(tmp_path) -> Callable[..., None]:
+    """`sweep_here(*overrides)`: `run_sweep` from `tmp_path`."""
+    return functools.partial(run_sweep, tmp_path)
