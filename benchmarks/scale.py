@@ -2,11 +2,12 @@
 
 Small JPEGs (96 px, photo-like, 10 classes) are written once into `~/.cache/lightning-resnet/bench/`;
 each size is a folder of hard links to the first N of them. For each size, with `data.cache=null` and
-`data.cache=disk`, `python -m lightning_resnet data=folder ... normalize=auto trainer.max_epochs=1` runs
-twice on a fresh `data.cache_dir`: the first run lists, verifies (decodes every image), fingerprints,
+`data.cache=disk`, `python -m lightning_resnet data=folder ... normalize=auto` runs twice on a fresh
+`data.cache_dir` (one epoch, or several below 10k images so that about as many are timed at every size:
+`epochs_for`): the first run lists, verifies (decodes every image), fingerprints,
 computes the statistics and builds the cache; the second must reuse all of it (its log is checked for
 any build) and start in seconds. Per run: seconds from launch to the first training step, the training
-epoch (its steady per-image time, `SteadyRate`: worker start-up and the epoch's end do not count), and peak
+epoch (the steady per-image time, `SteadyRate`: worker start-up and each epoch's end do not count), and peak
 RSS of the main process and of the whole process tree (DataLoader workers included, each shared page
 counted once: the sum of proportional set sizes). The model trains its head only
 (`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
@@ -46,6 +47,7 @@ IMAGE_SIDE = 96  # the files
 TRAIN_SIDE = 16  # data.image_size: the network costs little, the input pipeline shows
 NUM_CLASSES = 10
 WARM_BATCHES = 5
+TIMED_IMAGES = 10_000  # at least about this many training images are timed at each size (`epochs_for`)
 BATCH = 32
 SEED = 42  # the runs' `seed` (conf/train.yaml): the splits, and so the cached statistics, depend on it
 BUILDS = {  # a log line that only a run building the result writes
@@ -56,31 +58,46 @@ BUILDS = {  # a log line that only a run building the result writes
 
 
 class SteadyRate:
-    """Seconds per image in the steady part of an epoch: from the start of batch `WARM_BATCHES` to the start
-    of the last batch, so neither the workers' start nor the epoch's end (the last prefetched batches, the
-    workers' shutdown) counts; both are fixed costs that would weigh 40 times more at 1k than at 40k."""
+    """Seconds per image in the steady part of every epoch: from the start of batch `WARM_BATCHES` to the
+    start of the epoch's last batch, summed over epochs. Neither the workers' start nor the epoch's end (the
+    last prefetched batches, the workers' shutdown) counts: both are fixed costs that would weigh 40 times
+    more at 1k than at 40k. Time spent measuring something else in between (`exclude`) does not count either."""
 
     def __init__(self) -> None:
-        self.images = 0  # before the current batch
-        self.first: tuple[float, int] | None = None  # (clock, images before) at batch WARM_BATCHES
-        self.latest: tuple[float, int] | None = None  # the same at the latest batch
+        self.images = 0  # before the current batch, every epoch
+        self.seconds, self.timed = 0.0, 0  # the steady spans so far: their time and images
+        self._mark: tuple[float, int] | None = None  # (clock, images before) at this epoch's latest steady batch
 
     def batch_starts(self, index: int, size: int) -> None:
-        if index >= WARM_BATCHES:
-            self.latest = (time.perf_counter(), self.images)
-            self.first = self.first or self.latest
+        """Batch `index` of its epoch, of `size` images, starts now."""
+        if index < WARM_BATCHES:
+            self._mark = None
+        else:
+            now = time.perf_counter()
+            if self._mark is not None:
+                self.seconds += now - self._mark[0]
+                self.timed += self.images - self._mark[1]
+            self._mark = (now, self.images)
         self.images += size
 
+    def exclude(self, seconds: float) -> None:
+        """Leave out `seconds` spent before the next `batch_starts` on something that is not the loop's work."""
+        if self._mark is not None:  # inside a span: the next batch's start closes it
+            self.seconds -= seconds
+
     def seconds_per_image(self) -> float | None:
-        """None when the epoch had fewer than `WARM_BATCHES + 2` batches."""
-        if self.first is None or self.latest is self.first:
-            return None
-        (start, before), (end, after) = self.first, self.latest
-        return (end - start) / (after - before)
+        """None when no epoch had `WARM_BATCHES + 2` batches."""
+        return self.seconds / self.timed if self.timed else None
+
+
+def epochs_for(count: int) -> int:
+    """Epochs a run of `count` images trains: enough that ~`TIMED_IMAGES` are timed at every size, so the
+    small sizes' per-image figure is not a second's worth of batches."""
+    return max(1, round(TIMED_IMAGES / count))
 
 
 class ScaleClock(RunClock):
-    """`RunClock` plus the steady rate of the first training epoch (`SteadyRate`)."""
+    """`RunClock` plus the steady rate of the training epochs (`SteadyRate`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,8 +105,7 @@ class ScaleClock(RunClock):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, index: int) -> None:
         super().on_train_batch_start(trainer)
-        if trainer.current_epoch == 0:
-            self.rate.batch_starts(index, len(batch[0]))
+        self.rate.batch_starts(index, len(batch[0]))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
@@ -97,8 +113,8 @@ class ScaleClock(RunClock):
         if path:
             record = json.loads(Path(path).read_text())
             steady = self.rate.seconds_per_image()
-            if steady is None:  # too short an epoch: its whole time
-                steady = record["epoch_train_s"][0] / max(1, self.rate.images)
+            if steady is None:  # too short epochs: their whole time
+                steady = sum(record["epoch_train_s"]) / max(1, self.rate.images)
             Path(path).write_text(json.dumps({**record, "steady_s_per_image": steady, "images": self.rate.images}))
 
 
@@ -143,16 +159,20 @@ class ScaleRun:
     loader_tree_mib: float = 0.0  # peak PSS of this process and its loader's workers meanwhile
 
 
-def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun) -> None:
-    """After the runs, in this process: the data set-up with every result cached (`warm_setup_s`), then one
-    epoch of the training loader alone, no model (`loader_ms`, its `SteadyRate` per image, and
+def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun, epochs: int) -> None:
+    """After the runs, in this process: the data set-up with every result cached (`warm_setup_s`), then the
+    runs' epochs of the training loader alone, no model (`loader_ms`, its `SteadyRate` per image, and
     the peak PSS of this process and its workers): whether the input pipeline is what scales with size."""
     dm = warm_setup(root, state, cache, run)
-    rate, peak = SteadyRate(), 0
-    for index, (batch, _) in enumerate(dm.train_dataloader()):
-        rate.batch_starts(index, len(batch))
-        if index % 50 == 0:
-            peak = max(peak, _tree_rss_kib(os.getpid())[1])
+    rate, peak, sampled = SteadyRate(), 0, 0.0
+    for _ in range(epochs):
+        for index, (batch, _labels) in enumerate(dm.train_dataloader()):
+            started = time.perf_counter()
+            if started - sampled > 1.0:  # by time, not by batch: the same share of a small and a large epoch
+                peak = max(peak, _tree_rss_kib(os.getpid())[1])
+                sampled = time.perf_counter()
+                rate.exclude(sampled - started)
+            rate.batch_starts(index, len(batch))
     run.loader_ms = (rate.seconds_per_image() or float("nan")) * 1e3
     run.loader_tree_mib = peak / 1024
 
@@ -196,7 +216,7 @@ def _tree_rss_kib(pid: int) -> tuple[int, int]:
     return peak, total
 
 
-def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers: int) -> ScaleRun:
+def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers: int, epochs: int) -> ScaleRun:
     """One `python -m lightning_resnet` run to its end, watched from outside."""
     folder.mkdir(parents=True, exist_ok=True)
     clock_file, log = folder / "clock.json", folder / "output.log"
@@ -206,7 +226,7 @@ def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers
         sys.executable, "-m", "lightning_resnet", "data=folder", f"data.root={root}", "data.layout=classes",
         f"data.image_size={TRAIN_SIDE}", f"data.batch_size={BATCH}", "data.normalize=auto",
         f"data.cache={cache or 'null'}", f"data.cache_dir={state}", f"data.num_workers={workers}",
-        "finetune=linear_probe", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={folder / 'run'}",
+        "finetune=linear_probe", f"trainer.max_epochs={epochs}", "test=false", f"hydra.run.dir={folder / 'run'}",
         "+callbacks.scale_clock._target_=benchmarks.scale.ScaleClock",  # by name: this may run as __main__
     ]  # fmt: skip
     started, clock = time.time(), time.perf_counter()
@@ -250,8 +270,9 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                 state = Path(tmp) / f"state-{count}-{cache}"  # fresh: the first run builds everything
                 label = f"cache={cache or 'null'}"
                 runs = [Path(tmp) / f"{count}-{cache or 'null'}-{i}" for i in (1, 2)]  # no '=': a Hydra override
-                first, second = (train_once(folders[count], state, cache, run, workers) for run in runs)
-                in_process(folders[count], state, cache, second)
+                epochs = epochs_for(count)
+                first, second = (train_once(folders[count], state, cache, run, workers, epochs) for run in runs)
+                in_process(folders[count], state, cache, second, epochs)
                 results[(count, label)] = first, second
                 note = f"{count} x {IMAGE_SIDE} px JPEGs -> {TRAIN_SIDE} px, {workers} workers"
                 cache_mib = count * 3 * TRAIN_SIDE * TRAIN_SIDE / 2**20
@@ -262,7 +283,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                         "s", f"rebuilt: {', '.join(second.built) or 'nothing (all reused)'}; the data set-up alone "
                         f"{second.warm_setup_s:.2f} s"),
                     Row("scale", f"{count} images, {label}: training epoch", first.epoch_train_s, "s",
-                        f"{first.steady_ms:.3f} ms an image, steady (second run "
+                        f"{first.steady_ms:.3f} ms an image, steady over {epochs} epoch(s) (second run "
                         f"{second.steady_ms:.3f})"),
                     Row("scale", f"{count} images, {label}: training loader alone", second.loader_ms, "ms an image",
                         f"no model, in this process; peak PSS with its workers {second.loader_tree_mib:.0f} MiB"),

@@ -140,21 +140,29 @@ def test_worker_clock_counts_every_image_once_across_workers():
 # -- scale: the steady per-image time ------------------------------------------------------------------
 
 
-def test_steady_rate_spans_batch_5_to_the_last_batchs_start(monkeypatch):
-    """Neither the first batches (workers starting) nor the last batch and the epoch's end count."""
+def test_steady_rate_spans_batch_5_to_the_last_batchs_start_of_every_epoch(monkeypatch):
+    """Neither the first batches (workers starting) nor the last batch and the epoch's end count; the
+    steady spans of several epochs add up, less the time `exclude`d inside them."""
     from types import SimpleNamespace
 
     from benchmarks import scale
 
-    ticks = iter([10.0, 11.0, 13.0, 20.0])  # the starts of batches 5, 6 and 7; then the short epoch's 5
+    # the starts of batches 5, 6 and 7 of epoch 0, 5 and 6 of epoch 1, then the short epoch's 5
+    ticks = iter([10.0, 11.0, 13.0, 20.0, 24.0, 30.0])
     monkeypatch.setattr(scale, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     rate = scale.SteadyRate()
     for index in range(8):
         rate.batch_starts(index, 10 if index == 7 else 32)  # a short last batch
     assert rate.images == 7 * 32 + 10
     assert rate.seconds_per_image() == pytest.approx(3.0 / 64)  # batches 5 and 6: 64 images in 3 s
+    for index in range(7):
+        if index == 6:
+            rate.exclude(1.0)  # measuring something else for 1 s between batches 5 and 6
+        rate.batch_starts(index, 32)
+    assert rate.seconds_per_image() == pytest.approx((3.0 + 3.0) / 96)  # epoch 1's batch 5: 32 images in 4 - 1 s
 
     short = scale.SteadyRate()
     for index in range(scale.WARM_BATCHES + 1):
+        short.exclude(5.0)  # outside any span: nothing to leave out
         short.batch_starts(index, 32)
     assert short.seconds_per_image() is None  # one mark: no span to time
