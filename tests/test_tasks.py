@@ -72,8 +72,8 @@ def test_evaluate_reproduces_the_runs_test_figures_and_report(trained_digits_run
 
 
 def test_evaluate_under_ddp_gives_the_single_device_figures_and_report(trained_digits_run, tmp_path):
-    # 271 test images on 2 processes: 136 and 135, which the sampler pads with a repeated image; batches of 45
-    # make that 4 batches each, the last of 1
+    # 271 test images on 2 processes: 136 and 135 (uneven, none repeated: UnrepeatedDistributedSampler); batches
+    # of 45 make that 4 batches, the last of 1, and 3
     ckpt, split = best_checkpoint(trained_digits_run), ["data.fractions=[0.7,0.1495,0.1505]", "data.batch_size=45"]
     single = evaluate.run(task_config("evaluate", tmp_path / "one", f"ckpt_path={ckpt}", *split))
     assert single["report"]["samples"] == 271
