@@ -264,6 +264,7 @@ def test_a_driver_without_the_clusters_token_is_told_how_to_send_it(tmp_path, ra
     tokenless = RayHead(ray_head.address, ray_head.port, ray_head.session, auth={"RAY_AUTH_MODE": "disabled"})
     code, output = run_sweep(tmp_path, tokenless, "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert code != 0 and "uses Ray's token authentication" in output and "RAY_AUTH_MODE=token" in output, output[-3000:]
+    assert output.count("Failed to get cluster ID") <= 1, output[-3000:]  # refused once, not retried by ray.init
 
 
 def test_jobs_no_node_can_hold_stop_the_sweep_naming_the_key(tmp_path, ray_head):

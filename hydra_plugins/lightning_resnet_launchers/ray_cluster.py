@@ -56,7 +56,9 @@ def connect(init: Mapping[str, Any]) -> None:
     ray = require("ray", "ray")
     if ray.is_initialized():
         return
-    _check_reachable(address)
+    if _is_host_port(address):
+        _check_reachable(address)
+        _check_token(address)
     if address is None:
         options.setdefault("include_dashboard", False)
     log.info("Ray: %s", f"joining the cluster at {address}" if address else "starting a Ray on this machine")
@@ -65,12 +67,16 @@ def connect(init: Mapping[str, Any]) -> None:
     except ConnectionError as err:
         if not _refused_for_token(err):
             raise
-        raise ConfigError(
-            f"{INIT_KEY}.address={address}: the cluster uses Ray's token authentication and this driver sent no "
-            f"valid token; run the sweep with {AUTH_MODE}=token and the cluster's token in ~/.ray/auth_token, "
-            "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (`ray start --head` turns it on by itself when "
-            "~/.ray/auth_token exists, which a Ray started by `ray.init()`, e.g. address: null, writes)"
-        ) from None
+        raise _token_error(address) from None
+
+
+def _token_error(address: str | None) -> ConfigError:
+    return ConfigError(
+        f"{INIT_KEY}.address={address}: the cluster uses Ray's token authentication and this driver sent no "
+        f"valid token; run the sweep with {AUTH_MODE}=token and the cluster's token in ~/.ray/auth_token, "
+        "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (`ray start --head` turns it on by itself when "
+        "~/.ray/auth_token exists, which a Ray started by `ray.init()`, e.g. address: null, writes)"
+    )
 
 
 def _refused_for_token(err: BaseException) -> bool:
@@ -86,10 +92,13 @@ def _refused_for_token(err: BaseException) -> bool:
     return False
 
 
-def _check_reachable(address: str | None) -> None:
+def _is_host_port(address: str | None) -> bool:
+    """A GCS address (`HOST:PORT`), not `auto`, `local`, `ray://...` or null."""
+    return address is not None and address not in ("auto", "local") and "://" not in address
+
+
+def _check_reachable(address: str) -> None:
     """A `host:port` where nothing listens fails here in seconds; `ray.init` would retry for minutes."""
-    if address is None or address in ("auto", "local") or "://" in address:
-        return
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
@@ -98,6 +107,21 @@ def _check_reachable(address: str | None) -> None:
             f"{INIT_KEY}.address={address}: no Ray head answers there ({err}); start one with `ray start --head` "
             "or give its address as HOST:PORT (null: a Ray on this machine for the sweep)"
         ) from None
+
+
+def _check_token(address: str) -> None:
+    """A cluster that refuses this driver's token fails here at once; `ray.init` retries the refused call
+    for ~20 s (RAY_NUM_REDIS_GET_RETRIES) before it gives up. One call of the GCS client `ray.init` itself
+    uses; a Ray without it, or any other failure, is left to `ray.init` to report."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        GcsClient(address=address)
+    except Exception as err:
+        if _refused_for_token(err):
+            raise _token_error(address) from None
 
 
 def _stay_on_loopback(address: str | None) -> None:
