@@ -279,25 +279,13 @@ def test_two_by_two_sweep_runs_as_four_slurm_jobs_with_the_local_launchers_files
 
 @pytest.mark.engines
 @pytest.mark.slow
-def test_a_failing_slurm_job_is_recorded_failed_and_the_sweep_ends(tmp_path, slurm):
-    sweep = tmp_path / "sweep"
-    run_sweep(tmp_path, slurm, "optimizer.lr=0.001,-1", *QUICK, *NO_REPORTS, f"hydra.sweep.dir={sweep}", timeout=600)
-    rows = summary_rows(sweep)
-    assert rows["optimizer.lr=-1"]["status"] == "failed" and "Invalid learning rate" in rows["optimizer.lr=-1"]["error"]
-    assert read_json(sweep / "optimizer.lr=-1" / "status.json")["status"] == "failed"
-    assert rows["optimizer.lr=0.001"]["status"] == "ok"
-    assert read_json(sweep / "optimizer.lr=0.001" / "metrics.json")["epochs_run"] == 1
-
-
-@pytest.mark.engines
-@pytest.mark.slow
-def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends(tmp_path, slurm):
+def test_failed_and_cancelled_slurm_jobs_are_recorded_failed_and_the_sweep_ends(tmp_path, slurm):
     """A job cancelled while it runs (as for a job killed for memory or a lost node) is `failed` with SLURM's
-    state. One cancelled before it started, beside another pending task of the array, is never accounted
-    (SLURM drops it): `failed` as forgotten, where submitit alone would wait for it forever. The other jobs
-    finish and the summary is written."""
+    state. One cancelled before it started, beside other pending tasks of the array, is never accounted
+    (SLURM drops it): `failed` as forgotten, where submitit alone would wait for it forever. A job whose
+    training raises is `failed` with its error. The other jobs finish and the summary is written."""
     sweep = tmp_path / "sweep"
-    overrides = ["optimizer.lr=0.001,0.002,0.003,0.004", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
+    overrides = ["optimizer.lr=0.001,0.002,0.003,0.004,-1", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
     driver = start_sweep(
         tmp_path,
         slurm,
@@ -313,7 +301,7 @@ def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends
         last = sweep / "optimizer.lr=0.002" / "checkpoints" / "last.ckpt"
         wait_for(last.is_file, "job 1 to train an epoch", timeout=300)
         array = slurm_job_ids(sweep)[0].split("_")[0]
-        subprocess.run(["scancel", f"{array}_2"], env=slurm.env, check=True)  # pending with _3: 2 CPUs, 2 jobs run
+        subprocess.run(["scancel", f"{array}_2"], env=slurm.env, check=True)  # pending with _3, _4: 2 CPUs, 2 jobs run
         subprocess.run(["scancel", f"{array}_1"], env=slurm.env, check=True)
         output, _ = driver.communicate(timeout=600)
     finally:
@@ -327,6 +315,9 @@ def test_jobs_slurm_ends_without_a_result_are_recorded_failed_and_the_sweep_ends
     assert cancelled["status"] == "failed" and cancelled["error"].startswith(f"SLURM job {array}_1 ended CANCELLED")
     assert forgotten["status"] == "failed", forgotten
     assert forgotten["error"].startswith(f"SLURM job {array}_2 ended without a record"), forgotten["error"]
+    raised = rows["optimizer.lr=-1"]
+    assert raised["status"] == "failed" and "Invalid learning rate" in raised["error"], raised
+    assert read_json(sweep / "optimizer.lr=-1" / "status.json")["status"] == "failed"
 
 
 @pytest.mark.engines
