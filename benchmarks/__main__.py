@@ -27,7 +27,7 @@ QUICK = {  # --quick: each section's settings for a smoke run
     "startup": {"repeats": 1},
     "gpu": {"steps": 6, "warmup": 2, "compile": False},
     "decode": {"images": 32, "repeats": 1},
-    "scale": {"sizes": (200, 1000)},  # the full section: 1k, 10k, 40k (`python -m benchmarks.scale --sizes`)
+    "scale": {"sizes": (200, 1000), "pairs": 1},  # the full section: 1k, 10k, 40k (`python -m benchmarks.scale`)
 }
 
 

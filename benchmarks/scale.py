@@ -13,8 +13,10 @@ counted once: the sum of proportional set sizes). The model trains its head only
 (`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
 
 Targets (issue 17): per-image epoch time within +-10 % from 1k to 40k; RSS flat without the cache and
-as predicted with it. Every figure is extrapolated to ImageNet's 1,281,167 images (linear fits over the
-sizes run). `--sizes 1000,10000` leaves out 40k (minutes on 2 cores).
+as predicted with it. The ratio 40k/1k comes from `PAIRS` further pairs of warm runs of the two sizes,
+made one right after the other (whole runs here move by 15-20 % over half an hour on a shared machine).
+Every figure is extrapolated to ImageNet's 1,281,167 images (linear fits over the sizes run).
+`--sizes 1000,10000` leaves out 40k (minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ TRAIN_SIDE = 16  # data.image_size: the network costs little, the input pipeline
 NUM_CLASSES = 10
 WARM_BATCHES = 5
 TIMED_IMAGES = 10_000  # about this many images are trained on at each size (`epochs_for`)
+PAIRS = 3  # warm runs of the smallest and the largest size, alternating, behind the per-image ratio
 BATCH = 32
 SEED = 42  # the runs' `seed` (conf/train.yaml): the splits, and so the cached statistics, depend on it
 BUILDS = {  # a log line that only a run building the result writes
@@ -257,7 +260,7 @@ def train_once(root: Path, state: Path, cache: str | None, folder: Path, workers
     )
 
 
-def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
+def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> list[Row]:
     import tempfile
 
     sizes = sorted(sizes)
@@ -292,21 +295,55 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2) -> list[Row]:
                         + (f"; cache file {cache_mib:.1f} MiB, memory-mapped" if cache else "")),
                 ]  # fmt: skip
                 print(format_table(rows[-4:]), flush=True)  # as they come: the 40k runs take minutes
-    rows += summary(sizes, results)
+        ratios = {}
+        if len(sizes) > 1:
+            for cache in (None, "disk"):
+                states = {n: Path(tmp) / f"state-{n}-{cache}" for n in sizes}
+                label = f"cache={cache or 'null'}"
+                ratios[label] = alternating_ratios(folders, states, cache, workers, Path(tmp), pairs)
+    rows += summary(sizes, results, ratios)
     return rows
 
 
-def summary(sizes: Sequence[int], results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]]) -> list[Row]:
+def alternating_ratios(
+    folders: dict[int, Path], states: dict[int, Path], cache: str | None, workers: int, tmp: Path, pairs: int
+) -> list[float]:
+    """Per-image steady time, largest size over smallest, from `pairs` pairs of warm runs made one right
+    after the other (small-large, then large-small): a drift of the shared machine's speed over the
+    section's half hour falls on both sides of each ratio instead of on the size that ran last."""
+    small, large = min(folders), max(folders)
+    ratios = []
+    for pair in range(pairs):
+        steady = {}
+        for count in (small, large) if pair % 2 == 0 else (large, small):
+            folder = tmp / f"pair{pair}-{count}-{cache or 'null'}"
+            steady[count] = train_once(folders[count], states[count], cache, folder, workers, epochs_for(count))
+        if any(run.built for run in steady.values()):
+            raise RuntimeError(f"a warm run of pair {pair} rebuilt a cached result: its settings differ")
+        ratios.append(steady[large].steady_ms / steady[small].steady_ms)
+    return ratios
+
+
+def summary(
+    sizes: Sequence[int],
+    results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]],
+    ratios: dict[str, list[float]],
+) -> list[Row]:
     """The 40k/1k per-image ratio, RSS growth and each figure extrapolated to 1.28 M images."""
     rows: list[Row] = []
     small, large = sizes[0], sizes[-1]
     for label in ("cache=null", "cache=disk"):
         steady = {n: np.mean([r.steady_ms for r in results[(n, label)]]) for n in sizes}
-        ratio = steady[large] / steady[small]
+        in_order = steady[large] / steady[small]
         loader = results[(large, label)][1].loader_ms / results[(small, label)][1].loader_ms
+        if label in ratios:
+            paired = ratios[label]
+            rows.append(
+                Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(np.median(paired)), "",
+                    f"target 0.9-1.1: median of {len(paired)} alternating pairs of warm runs "
+                    f"({', '.join(f'{r:.2f}' for r in paired)}); the runs above, in size order: {in_order:.2f}")
+            )  # fmt: skip
         rows += [
-            Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(ratio), "",
-                "target 0.9-1.1 (mean of both runs)"),
             Row("scale", f"ratio per-image time of the training loader alone {large}/{small}, {label}", loader, "",
                 "no model, in this process"),
         ]  # fmt: skip

@@ -166,3 +166,29 @@ def test_steady_rate_spans_batch_5_to_the_last_batchs_start_of_every_epoch(monke
         short.exclude(5.0)  # outside any span: nothing to leave out
         short.batch_starts(index, 32)
     assert short.seconds_per_image() is None  # one mark: no span to time
+
+
+def test_alternating_ratios_swap_the_order_every_pair_and_refuse_a_cold_run(monkeypatch, tmp_path):
+    """Pairs run small-large, large-small, ...; each ratio is large over small of its own pair."""
+    from types import SimpleNamespace
+
+    from benchmarks import scale
+
+    order: list[int] = []
+    speed = iter([1.0, 3.0, 3.3, 1.1, 1.2, 3.6])  # ms an image, in the order the runs are made
+
+    def fake_run(root, state, cache, folder, workers, epochs):
+        order.append(int(root.name))
+        return SimpleNamespace(steady_ms=next(speed), built=[] if folder.name != "pair1-40-null" else built)
+
+    monkeypatch.setattr(scale, "train_once", fake_run)
+    folders = {n: tmp_path / str(n) for n in (10, 40)}
+    built: list[str] = []
+    ratios = scale.alternating_ratios(folders, folders, None, 2, tmp_path, pairs=3)
+    assert order == [10, 40, 40, 10, 10, 40]
+    assert ratios == pytest.approx([3.0, 3.3 / 1.1, 3.0])
+    order.clear()
+    speed = iter([1.0, 3.0, 3.0, 1.0])
+    built = ["pixel cache"]
+    with pytest.raises(RuntimeError, match="pair 1 rebuilt"):
+        scale.alternating_ratios(folders, folders, None, 2, tmp_path, pairs=2)
