@@ -14,7 +14,7 @@ counted once: the sum of proportional set sizes). The model trains its head only
 
 Targets (issue 17): per-image epoch time within +-10 % from 1k to 40k; RSS flat without the cache and
 as predicted with it. The ratio 40k/1k comes from `PAIRS` further pairs of warm runs of the two sizes,
-made one right after the other (whole runs here move by 15-20 % over half an hour on a shared machine).
+made one right after the other (whole runs here move by 15-20 % over the section's 25 minutes on a shared machine).
 Every figure is extrapolated to ImageNet's 1,281,167 images (linear fits over the sizes run).
 `--sizes 1000,10000` leaves out 40k (minutes on 2 cores).
 """
@@ -310,7 +310,7 @@ def alternating_ratios(
 ) -> list[float]:
     """Per-image steady time, largest size over smallest, from `pairs` pairs of warm runs made one right
     after the other (small-large, then large-small): a drift of the shared machine's speed over the
-    section's half hour falls on both sides of each ratio instead of on the size that ran last."""
+    section's 25 minutes falls on both sides of each ratio instead of on the size that ran last."""
     small, large = min(folders), max(folders)
     ratios = []
     for pair in range(pairs):
