@@ -378,8 +378,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated image counts")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=PAIRS, help="alternating pairs of warm runs for the ratio")
     args = parser.parse_args()
-    print(format_table(run([int(s) for s in args.sizes.split(",")], args.workers)), flush=True)
+    print(format_table(run([int(s) for s in args.sizes.split(",")], args.workers, args.pairs)), flush=True)
 
 
 if __name__ == "__main__":
