@@ -268,9 +268,10 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
     results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]] = {}
     folders = {count: scale_folder(count) for count in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        states = {(n, cache): Path(tmp) / f"state-{n}-{cache}" for n in sizes for cache in (None, "disk")}
         for count in sizes:
             for cache in (None, "disk"):
-                state = Path(tmp) / f"state-{count}-{cache}"  # fresh: the first run builds everything
+                state = states[count, cache]  # fresh: the first run builds everything
                 label = f"cache={cache or 'null'}"
                 runs = [Path(tmp) / f"{count}-{cache or 'null'}-{i}" for i in (1, 2)]  # no '=': a Hydra override
                 epochs = epochs_for(count)
@@ -279,7 +280,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
                 results[(count, label)] = first, second
                 note = f"{count} x {IMAGE_SIDE} px JPEGs -> {TRAIN_SIDE} px, {workers} workers"
                 cache_mib = count * 3 * TRAIN_SIDE * TRAIN_SIDE / 2**20
-                rows += [
+                added = [
                     Row("scale", f"{count} images, {label}: launch -> first step, first run", first.first_step_s, "s",
                         note + f"; built: {', '.join(first.built) or 'nothing'}"),
                     Row("scale", f"{count} images, {label}: launch -> first step, second run", second.first_step_s,
@@ -294,13 +295,13 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
                         f"whole tree (workers too, PSS) {first.tree_peak_mib:.0f} MiB"
                         + (f"; cache file {cache_mib:.1f} MiB, memory-mapped" if cache else "")),
                 ]  # fmt: skip
-                print(format_table(rows[-4:]), flush=True)  # as they come: the 40k runs take minutes
+                rows += added
+                print(format_table(added), flush=True)  # as they come: the 40k runs take minutes
         ratios = {}
         if len(sizes) > 1:
             for cache in (None, "disk"):
-                states = {n: Path(tmp) / f"state-{n}-{cache}" for n in sizes}
-                label = f"cache={cache or 'null'}"
-                ratios[label] = alternating_ratios(folders, states, cache, workers, Path(tmp), pairs)
+                warm = {n: states[n, cache] for n in sizes}
+                ratios[f"cache={cache or 'null'}"] = alternating_ratios(folders, warm, cache, workers, Path(tmp), pairs)
     rows += summary(sizes, results, ratios)
     return rows
 
