@@ -243,23 +243,18 @@ def test_cluster_script_is_idempotent_and_listens_on_loopback_only(slurm):
 # -- sweeps through launcher=slurm -----------------------------------------------------------------
 @pytest.mark.engines
 @pytest.mark.slow
-def test_two_by_two_sweep_runs_as_four_slurm_jobs_with_the_local_launchers_files(tmp_path, slurm):
+def test_two_job_sweep_runs_as_a_slurm_array_with_the_local_launchers_files(tmp_path, slurm):
     sweep = tmp_path / "sweep"
-    run_sweep(tmp_path, slurm, "model=resnet18,resnet34", "optimizer=adam,sgd", *QUICK, f"hydra.sweep.dir={sweep}")
+    run_sweep(tmp_path, slurm, "optimizer=adam,sgd", *QUICK, f"hydra.sweep.dir={sweep}")
 
     ids = slurm_job_ids(sweep)
-    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1, ids  # one array of 4 SLURM jobs
-    states = final_states(slurm.env, ids[0].split("_")[0], 4)
+    assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1, ids  # one array of 2 SLURM jobs
+    states = final_states(slurm.env, ids[0].split("_")[0], 2)
     assert set(states) == set(ids) and set(states.values()) == {"COMPLETED"}, states
 
     # As tests/test_sweeps.py asserts for the basic launcher: folders, status, summary = each job's metrics.
     jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
-    assert jobs == [
-        "model=resnet18,optimizer=adam",
-        "model=resnet18,optimizer=sgd",
-        "model=resnet34,optimizer=adam",
-        "model=resnet34,optimizer=sgd",
-    ]
+    assert jobs == ["optimizer=adam", "optimizer=sgd"]  # named by the swept key, as the local launcher names them
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
     rows = summary_rows(sweep)
     assert set(rows) == set(jobs)
