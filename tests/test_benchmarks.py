@@ -167,6 +167,13 @@ def test_steady_rate_spans_batch_5_to_the_last_batchs_start_of_every_epoch(monke
         short.batch_starts(index, 32)
     assert short.seconds_per_image() is None  # one mark: no span to time
 
+    cpu_ticks = iter([2.0, 2.5])  # the CPU clock, read only by a rate that asks for it
+    monkeypatch.setattr(scale, "time", SimpleNamespace(process_time=lambda: next(cpu_ticks)))
+    cpu = scale.SteadyRate("process_time")
+    for index in range(scale.WARM_BATCHES + 2):
+        cpu.batch_starts(index, 32)
+    assert cpu.seconds_per_image() == pytest.approx(0.5 / 32)
+
 
 def test_alternating_ratios_swap_the_order_every_pair_and_refuse_a_cold_run(monkeypatch, tmp_path):
     """Pairs run small-large, large-small, ...; each ratio is large over small of its own pair."""
@@ -179,14 +186,17 @@ def test_alternating_ratios_swap_the_order_every_pair_and_refuse_a_cold_run(monk
 
     def fake_run(root, state, cache, folder, workers, epochs):
         order.append(int(root.name))
-        return SimpleNamespace(steady_ms=next(speed), built=[] if folder.name != "pair1-40-null" else built)
+        wall = next(speed)
+        cpu = wall * (2 if int(root.name) == 40 else 1)  # CPU per image, twice the wall time's ratio
+        return SimpleNamespace(steady_ms=wall, steady_cpu_ms=cpu, built=[] if folder.name != "pair1-40-null" else built)
 
     monkeypatch.setattr(scale, "train_once", fake_run)
     folders = {n: tmp_path / str(n) for n in (10, 40)}
     built: list[str] = []
-    ratios = scale.alternating_ratios(folders, folders, None, 2, tmp_path, pairs=3)
+    wall, cpu = scale.alternating_ratios(folders, folders, None, 2, tmp_path, pairs=3)
     assert order == [10, 40, 40, 10, 10, 40]
-    assert ratios == pytest.approx([3.0, 3.3 / 1.1, 3.0])
+    assert wall == pytest.approx([3.0, 3.3 / 1.1, 3.0])
+    assert cpu == pytest.approx([6.0, 6.6 / 1.1, 6.0])
     order.clear()
     speed = iter([1.0, 3.0, 3.0, 1.0])
     built = ["pixel cache"]
