@@ -7,7 +7,8 @@ each size is a folder of hard links to the first N of them. For each size, with 
 `epochs_for`): the first run lists, verifies (decodes every image), fingerprints,
 computes the statistics and builds the cache; the second must reuse all of it (its log is checked for
 any build) and start in seconds. Per run: seconds from launch to the first training step, the training
-epoch (the steady per-image time, `SteadyRate`: worker start-up and each epoch's end do not count), and peak
+epoch (the steady per-image time, `SteadyRate`: worker start-up and each epoch's end do not count; in wall
+time and in the training process's CPU time), and peak
 RSS of the main process and of the whole process tree (DataLoader workers included, each shared page
 counted once: the sum of proportional set sizes). The model trains its head only
 (`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
@@ -103,9 +104,9 @@ def epochs_for(count: int) -> int:
 
 class ScaleClock(RunClock):
     """`RunClock` plus the steady rate of the training epochs (`SteadyRate`), in wall time and in the CPU
-    time of the training process. The CPU figure is the work per image of the process that sets the pace
-    (the model steps); a machine shared with others stretches the wall time but not that. It leaves out the
-    DataLoader workers (with the cache, ~3 % of the work; without it, the decoding)."""
+    time of the training process, which sets the pace (the model steps). The CPU figure leaves out waiting:
+    for the workers, the disk, or other processes holding the cores; it still moves with the cores' own
+    speed. It leaves out the DataLoader workers' work too (with the cache, ~3 %; without it, the decoding)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -357,8 +358,8 @@ def summary(
                     f"target 0.9-1.1: median of {len(wall)} alternating pairs of warm runs ({_listed(wall)}); "
                     f"the runs above, in size order: {in_order:.2f}"),
                 Row("scale", f"ratio per-image CPU time of the training process {large}/{small}, {label}",
-                    float(np.median(cpu)), "", f"the same pairs ({_listed(cpu)}): the work per image, which a "
-                    "busy machine does not stretch"),
+                    float(np.median(cpu)), "", f"the same pairs ({_listed(cpu)}): the work per image, without the "
+                    "time spent waiting"),
             ]  # fmt: skip
         rows += [
             Row("scale", f"ratio per-image time of the training loader alone {large}/{small}, {label}", loader, "",
