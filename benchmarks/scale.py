@@ -8,10 +8,10 @@ each size is a folder of hard links to the first N of them. For each size, with 
 computes the statistics and builds the cache; the second must reuse all of it (its log is checked for
 any build) and start in seconds. Per run: seconds from launch to the first training step, the training
 epoch (the steady per-image time, `SteadyRate`: worker start-up and each epoch's end do not count; in wall
-time and in the training process's CPU time), and peak
-RSS of the main process and of the whole process tree (DataLoader workers included, each shared page
-counted once: the sum of proportional set sizes). The model trains its head only
-(`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the input pipeline.
+time and in the training process's CPU time), and peak RSS of the main process and of the whole process
+tree (DataLoader workers included, each shared page counted once: the sum of proportional set sizes).
+The model trains its head only (`finetune=linear_probe`) at 16 px, so the epoch costs little beyond the
+input pipeline.
 
 Targets (issue 17): per-image epoch time within +-10 % from 1k to 40k; RSS flat without the cache and
 as predicted with it. The ratio 40k/1k comes from `PAIRS` further pairs of warm runs of the two sizes,
