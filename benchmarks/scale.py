@@ -172,11 +172,18 @@ class ScaleRun:
     loader_tree_mib: float = 0.0  # peak PSS of this process and its loader's workers meanwhile
 
 
-def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun, epochs: int) -> None:
+def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun, epochs: int) -> Any:
     """After the runs, in this process: the data set-up with every result cached (`warm_setup_s`), then the
-    runs' epochs of the training loader alone, no model (`loader_ms`, its `SteadyRate` per image, and
-    the peak PSS of this process and its workers): whether the input pipeline is what scales with size."""
+    runs' epochs of the training loader alone, no model (`loader_ms` and `loader_tree_mib`): whether the
+    input pipeline is what scales with size. Returns the data module, for `loader_ratios`."""
     dm = warm_setup(root, state, cache, run)
+    run.loader_ms, run.loader_tree_mib = loader_pass(dm, epochs)
+    return dm
+
+
+def loader_pass(dm: Any, epochs: int) -> tuple[float, float]:
+    """`epochs` epochs of `dm`'s training loader: ms an image (its `SteadyRate`) and the peak PSS of this
+    process and its workers in MiB, sampled once a second."""
     rate, peak, sampled = SteadyRate(), 0, 0.0
     for _ in range(epochs):
         for index, (batch, _labels) in enumerate(dm.train_dataloader()):
@@ -186,8 +193,21 @@ def in_process(root: Path, state: Path, cache: str | None, run: ScaleRun, epochs
                 sampled = time.perf_counter()
                 rate.exclude(sampled - started)
             rate.batch_starts(index, len(batch))
-    run.loader_ms = (rate.seconds_per_image() or float("nan")) * 1e3
-    run.loader_tree_mib = peak / 1024
+    return (rate.seconds_per_image() or float("nan")) * 1e3, peak / 1024
+
+
+def loader_ratios(modules: dict[int, Any], pairs: int) -> list[float]:
+    """The loader alone's per-image time, largest size over smallest, in `pairs` pairs of passes made in
+    turn small-large and large-small, as `alternating_ratios` does for whole runs: an epoch of it lasts
+    seconds, so the size-order figures above carry whatever the machine did in between."""
+    small, large = min(modules), max(modules)
+    ratios = []
+    for pair in range(pairs):
+        ms = {}
+        for count in (small, large) if pair % 2 == 0 else (large, small):
+            ms[count] = loader_pass(modules[count], epochs_for(count))[0]
+        ratios.append(ms[large] / ms[small])
+    return ratios
 
 
 def warm_setup(root: Path, state: Path, cache: str | None, run: ScaleRun) -> Any:
@@ -277,6 +297,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
     sizes = sorted(sizes)
     rows: list[Row] = []
     results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]] = {}
+    modules: dict[tuple[int, str | None], Any] = {}  # the warm data modules, for `loader_ratios`
     folders = {count: scale_folder(count) for count in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         states = {(n, cache): Path(tmp) / f"state-{n}-{cache}" for n in sizes for cache in (None, "disk")}
@@ -287,7 +308,7 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
                 runs = [Path(tmp) / f"{count}-{cache or 'null'}-{i}" for i in (1, 2)]  # no '=': a Hydra override
                 epochs = epochs_for(count)
                 first, second = (train_once(folders[count], state, cache, run, workers, epochs) for run in runs)
-                in_process(folders[count], state, cache, second, epochs)
+                modules[count, cache] = in_process(folders[count], state, cache, second, epochs)
                 results[(count, label)] = first, second
                 note = f"{count} x {IMAGE_SIDE} px JPEGs -> {TRAIN_SIDE} px, {workers} workers"
                 cache_mib = count * 3 * TRAIN_SIDE * TRAIN_SIDE / 2**20
@@ -313,7 +334,9 @@ def run(sizes: Sequence[int] = SIZES, workers: int = 2, pairs: int = PAIRS) -> l
         if len(sizes) > 1:
             for cache in (None, "disk"):
                 warm = {n: states[n, cache] for n in sizes}
-                ratios[f"cache={cache or 'null'}"] = alternating_ratios(folders, warm, cache, workers, Path(tmp), pairs)
+                wall, cpu = alternating_ratios(folders, warm, cache, workers, Path(tmp), pairs)
+                loader = loader_ratios({n: modules[n, cache] for n in sizes}, pairs)
+                ratios[f"cache={cache or 'null'}"] = wall, cpu, loader
     rows += summary(sizes, results, ratios)
     return rows
 
@@ -342,7 +365,7 @@ def alternating_ratios(
 def summary(
     sizes: Sequence[int],
     results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]],
-    ratios: dict[str, tuple[list[float], list[float]]],
+    ratios: dict[str, tuple[list[float], list[float], list[float]]],
 ) -> list[Row]:
     """The 40k/1k per-image ratio, RSS growth and each figure extrapolated to 1.28 M images."""
     rows: list[Row] = []
@@ -350,9 +373,16 @@ def summary(
     for label in ("cache=null", "cache=disk"):
         steady = {n: np.mean([r.steady_ms for r in results[(n, label)]]) for n in sizes}
         in_order = steady[large] / steady[small]
-        loader = results[(large, label)][1].loader_ms / results[(small, label)][1].loader_ms
+        loader_in_order = results[(large, label)][1].loader_ms / results[(small, label)][1].loader_ms
+        loader_note = "no model, in this process, in size order"
+        loader = loader_in_order
         if label in ratios:
-            wall, cpu = ratios[label]
+            wall, cpu, loader_pairs = ratios[label]
+            loader = float(np.median(loader_pairs))
+            loader_note = (
+                f"no model, in this process: median of {len(loader_pairs)} alternating pairs of passes "
+                f"({_listed(loader_pairs)}); in size order {loader_in_order:.2f}"
+            )
             rows += [
                 Row("scale", f"ratio per-image epoch time {large}/{small}, {label}", float(np.median(wall)), "",
                     f"target 0.9-1.1: median of {len(wall)} alternating pairs of warm runs ({_listed(wall)}); "
@@ -363,7 +393,7 @@ def summary(
             ]  # fmt: skip
         rows += [
             Row("scale", f"ratio per-image time of the training loader alone {large}/{small}, {label}", loader, "",
-                "no model, in this process"),
+                loader_note),
         ]  # fmt: skip
         if len(sizes) < 2:
             continue

@@ -202,3 +202,14 @@ def test_alternating_ratios_swap_the_order_every_pair_and_refuse_a_cold_run(monk
     built = ["pixel cache"]
     with pytest.raises(RuntimeError, match="pair 1 rebuilt"):
         scale.alternating_ratios(folders, folders, None, 2, tmp_path, pairs=2)
+
+    passes: list[str] = []  # the loader alone: passes in the same turns, over the warm data modules
+    loader_ms = iter([1.0, 2.0, 2.2, 1.0])
+
+    def fake_pass(dm, epochs):
+        passes.append(dm)
+        return next(loader_ms), 0.0
+
+    monkeypatch.setattr(scale, "loader_pass", fake_pass)
+    assert scale.loader_ratios({10: "dm10", 40: "dm40"}, pairs=2) == pytest.approx([2.0, 2.2])
+    assert passes == ["dm10", "dm40", "dm40", "dm10"]
