@@ -196,6 +196,11 @@ def loader_pass(dm: Any, epochs: int) -> tuple[float, float]:
     return (rate.seconds_per_image() or float("nan")) * 1e3, peak / 1024
 
 
+def in_turn(pair: int, small: int, large: int) -> tuple[int, int]:
+    """The order of pair `pair`'s two sizes: small-large, then large-small, and so on."""
+    return (small, large) if pair % 2 == 0 else (large, small)
+
+
 def loader_ratios(modules: dict[int, Any], pairs: int) -> list[float]:
     """The loader alone's per-image time, largest size over smallest, in `pairs` pairs of passes made in
     turn small-large and large-small, as `alternating_ratios` does for whole runs: an epoch of it lasts
@@ -204,7 +209,7 @@ def loader_ratios(modules: dict[int, Any], pairs: int) -> list[float]:
     ratios = []
     for pair in range(pairs):
         ms = {}
-        for count in (small, large) if pair % 2 == 0 else (large, small):
+        for count in in_turn(pair, small, large):
             ms[count] = loader_pass(modules[count], epochs_for(count))[0]
         ratios.append(ms[large] / ms[small])
     return ratios
@@ -352,7 +357,7 @@ def alternating_ratios(
     wall, cpu = [], []
     for pair in range(pairs):
         steady = {}
-        for count in (small, large) if pair % 2 == 0 else (large, small):
+        for count in in_turn(pair, small, large):
             folder = tmp / f"pair{pair}-{count}-{cache or 'null'}"
             steady[count] = train_once(folders[count], states[count], cache, folder, workers, epochs_for(count))
         if any(run.built for run in steady.values()):
