@@ -248,7 +248,8 @@ def _tree_rss_kib(pid: int) -> tuple[int, int]:
                     total += int(line.split()[1])
             if current == pid:
                 status = Path(f"/proc/{current}/status").read_text().splitlines()
-                peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+                # an exited process not yet reaped (a zombie) has no VmHWM line: no figure from this sample
+                peak = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(c) for c in (task / "children").read_text().split()]
     return peak, total

@@ -213,3 +213,24 @@ def test_alternating_ratios_swap_the_order_every_pair_and_refuse_a_cold_run(monk
     monkeypatch.setattr(scale, "loader_pass", fake_pass)
     assert scale.loader_ratios({10: "dm10", 40: "dm40"}, pairs=2) == pytest.approx([2.0, 2.2])
     assert passes == ["dm10", "dm40", "dm40", "dm10"]
+
+
+def test_tree_rss_of_a_process_whose_memory_is_gone_is_zero_not_an_error(monkeypatch):
+    """A sample taken while the watched child exits: its /proc entry is there, its memory already released
+    (no Pss line, and a status without VmHWM, which once stopped a bench run with StopIteration)."""
+    from benchmarks import scale
+
+    files = {"/proc/7/smaps_rollup": "", "/proc/7/status": "Name:\ttrue\nState:\tX (dead)\n"}
+
+    class ExitingProc:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def read_text(self) -> str:
+            return files[self.path]
+
+        def iterdir(self):
+            return iter(())
+
+    monkeypatch.setattr(scale, "Path", ExitingProc)
+    assert scale._tree_rss_kib(7) == (0, 0)
