@@ -1,6 +1,6 @@
-"""`python -m lightning_resnet [overrides]`: the train task, in `tasks/train.py`."""
+"""`python -m lightning_resnet [overrides]`: the train command, in `train.py`."""
 
-from lightning_resnet.tasks.train import cli
+from lightning_resnet.train import cli
 
 if __name__ == "__main__":
     cli()

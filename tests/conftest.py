@@ -134,7 +134,7 @@ def trained_digits_run(tmp_path_factory) -> tuple[Path, dict]:
 def run_sweep(folder: Path, *overrides: str) -> None:
     """`python -m lightning_resnet -m *overrides` in this process (no start-up cost), from `folder`.
     Launchers that start processes (joblib, DDP children) need a real CLI run."""
-    from lightning_resnet.tasks.train import main
+    from lightning_resnet.train import main
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)

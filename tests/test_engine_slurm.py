@@ -383,7 +383,8 @@ def test_ddp_job_gets_its_two_ranks_from_slurm_and_trains_once(tmp_path, slurm):
     assert steps.get(f"{job}.0") == "2", steps  # one srun step of 2 tasks: SLURM started both ranks
     logs = sweep / ".submitit" / job
     for rank in (0, 1):  # each task joined the same 2-process group: Lightning spawned nothing
-        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in (logs / f"{job}_{rank}_log.err").read_text()
+        output = "".join(p.read_text() for p in logs.glob(f"{job}_{rank}_log.*"))  # Lightning logs to Hydra's console
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in output
     assert not any("ranks run in a child process" in p.read_text() for p in logs.glob("*_log.*"))
 
     jobs = [p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()]

@@ -118,7 +118,7 @@ def test_config_error_is_one_message_and_status_2_before_the_data_is_set_up(tmp_
 )
 def test_every_task_prints_a_config_error_alone(monkeypatch, tmp_path, capsys, task, overrides, message):
     """Every task's entry point, run in this process (as `python -m lightning_resnet.<task>` would)."""
-    module = importlib.import_module(f"lightning_resnet.tasks.{task}")
+    module = importlib.import_module(f"lightning_resnet.{task}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", [task, *overrides, f"hydra.run.dir={tmp_path}"])
@@ -131,7 +131,7 @@ def test_every_task_prints_a_config_error_alone(monkeypatch, tmp_path, capsys, t
 
 def test_bad_images_are_all_listed_under_the_short_report(monkeypatch, tmp_path, capsys):
     """`BadImagesError` is a `ConfigError`: its listing of every unreadable file is printed in full."""
-    from lightning_resnet.tasks import train
+    from lightning_resnet import train
     from tests.miniature import write_image
 
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_bad_images_are_all_listed_under_the_short_report(monkeypatch, tmp_path,
 
 def test_hydra_full_error_keeps_the_traceback(monkeypatch, tmp_path):
     """With `HYDRA_FULL_ERROR=1` the ConfigError propagates (Python prints its traceback) instead of exiting 2."""
-    from lightning_resnet.tasks import train
+    from lightning_resnet import train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")

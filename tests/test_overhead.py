@@ -232,3 +232,23 @@ def test_the_train_task_imports_the_report_libraries_only_when_a_test_ends():
         check=True,
     )
     assert json.loads(done.stdout.strip().replace("'", '"')) == []
+
+
+def test_the_train_command_imports_torch_only_when_a_job_starts(tmp_path):
+    """A sweep's driver, `--cfg` and a rejected override compose configs only: no torch, no Lightning."""
+    heavy = ("torch", "pytorch_lightning", "torchvision")
+    code = (
+        "import sys; from lightning_resnet.train import cli\n"
+        "sys.argv = ['train', '--cfg', 'job', 'model=resnet50']; cli()\n"
+        f"print(sorted(m for m in sys.modules if m in {heavy!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "arch: resnet50" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -23,7 +23,8 @@ from lightning_resnet.builders import build_datamodule
 from lightning_resnet.sweeps import jobs, layout, plugins
 from lightning_resnet.sweeps.devices import claim_slot, parallel_slots
 from lightning_resnet.sweeps.summary import write_summary
-from lightning_resnet.tasks.train import cli, run
+from lightning_resnet.tasks.train import run
+from lightning_resnet.train import cli
 from tests.conftest import compose_config, read_json, require_extra
 from tests.miniature import write_image, write_job_folder
 

@@ -1,4 +1,4 @@
-"""The train task: `python -m lightning_resnet [overrides]` fits, then tests the best checkpoint.
+"""The train task: fit, then test the best checkpoint. Its command line (`python -m lightning_resnet`) is `train.py`.
 
 Writes into the run directory: the composed config (`.hydra/`), `checkpoints/` (best + last),
 TensorBoard events, `history.json` and `metrics.json`; returns the monitored metric for sweepers.
@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_resnet import CONFIG_DIR
 from lightning_resnet.builders import build_datamodule, build_model, build_trainer
 from lightning_resnet.callbacks.finetune import FinetuneStrategy
 from lightning_resnet.callbacks.history import MetricHistory
@@ -29,13 +26,12 @@ from lightning_resnet.callbacks.lr_finder import LRFinder
 from lightning_resnet.callbacks.model_cost import ModelCostReport
 from lightning_resnet.callbacks.reports import ReportWriter, log_run_hparams
 from lightning_resnet.checkpoints import resume_checkpoint
-from lightning_resnet.errors import ConfigError, exit_on_config_error
+from lightning_resnet.errors import ConfigError
 from lightning_resnet.models.classifier import ResNetClassifier
 from lightning_resnet.reporting.history import best_value
 from lightning_resnet.reporting.tensorboard import run_hparams
 from lightning_resnet.run_folder import own_run_folder
-from lightning_resnet.sweeps.jobs import pin_ddp_children, run_job
-from lightning_resnet.sweeps.plugins import missing_plugin_message
+from lightning_resnet.sweeps.jobs import pin_ddp_children
 
 log = logging.getLogger(__name__)
 
@@ -204,21 +200,3 @@ def format_table(metrics: dict[str, Any]) -> str:
         cells = (f"{v:>11.4f}" if v is not None else f"{'-':>11}" for v in values.values())
         lines.append(f"{label:<20}" + "".join(cells))
     return "\n".join(lines)
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-@exit_on_config_error
-def main(cfg: DictConfig) -> float | None:
-    return run_job(cfg, run)
-
-
-def cli() -> None:
-    """The command line: a launcher or sweeper plugin that is not installed is named with its extra."""
-    message = missing_plugin_message(sys.argv[1:])
-    if message:
-        sys.exit(f"error: {message}")
-    main()
-
-
-if __name__ == "__main__":
-    cli()
