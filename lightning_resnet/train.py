@@ -3,7 +3,7 @@ the `lightning-resnet` script); the task itself is `run` in `tasks/train.py`.
 
 This module imports only Hydra and OmegaConf. The task (torch, Lightning, torchvision: seconds of imports)
 is imported when a job starts, so a sweep's driver that sends its jobs to SLURM or Ray, `--help`, `--cfg`
-and an override Hydra rejects all answer in well under a second. The module's name, `train`, is Hydra's
+and an override Hydra rejects all answer in about a second. The module's name, `train`, is Hydra's
 job name (`train.log`, `rank_job_name`).
 """
 
