@@ -19,10 +19,11 @@ import torch
 
 from benchmarks.common import Row, format_table, write_results
 
-SECTIONS = ("whole_run", "overhead", "pipeline", "decode", "scale", "startup", "gpu")
+SECTIONS = ("whole_run", "overhead", "optimizer", "pipeline", "decode", "scale", "startup", "gpu")
 QUICK = {  # --quick: each section's settings for a smoke run
     "whole_run": {"pairs": 1, "epochs": 2, "warmup": 0},
     "overhead": {"steps": 8, "warmup": 2, "repeats": 1},
+    "optimizer": {"steps": 3, "warmup": 1},
     "pipeline": {"images": 64, "batch": 16, "model_steps": 1, "min_seconds": 0.2},
     "startup": {"repeats": 1},
     "gpu": {"steps": 6, "warmup": 2, "compile": False},

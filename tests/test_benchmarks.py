@@ -3,6 +3,7 @@ statistics must be right: a broken section would only show after minutes of meas
 
 import importlib
 import inspect
+import re
 import sys
 
 import numpy as np
@@ -112,6 +113,17 @@ def test_the_whole_run_section_runs_both_commands_and_reports_their_accuracy():
         assert rows[f"{side}: peak RSS"].value > 200
     assert 0.5 < rows["ratio default / plain, whole process"].value < 10
     assert rows["ratio default / plain, training epoch"].value > 0
+
+
+def test_optimizer_section_times_every_config_fused_and_for_loop():
+    from benchmarks import optimizer
+
+    rows = optimizer.run(steps=2, warmup=1, arch="resnet18")
+    assert [row.name.split()[0] for row in rows] == ["adam", "adamw", "sgd"]  # one row per conf/optimizer file
+    for row in rows:
+        loop, ratio = (float(x) for x in re.match(r"for-loop ([\d.]+) ms: ([\d.]+)x", row.note).groups())
+        assert row.value > 0 and ratio == pytest.approx(loop / row.value, rel=0.05)
+        assert "11.2 M parameters" in row.name  # resnet18 with a 10-class head
 
 
 # -- pipeline: the per-worker figure --------------------------------------------------------------------

@@ -75,3 +75,21 @@ def test_every_optimizer_and_scheduler_config_steps(make_cfg, optimizer, schedul
         assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr * 0.5 * (1 + math.cos(math.pi / 4)))
     else:
         assert not cfg.scheduler
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_every_optimizer_config_takes_the_fused_kernel_with_the_for_loop_update(make_cfg, optimizer):
+    cfg = make_cfg(f"optimizer={optimizer}", "optimizer.weight_decay=0.01")
+    torch.manual_seed(0)
+    start, grads = torch.randn(2, 100), [torch.randn(2, 100) for _ in range(3)]
+    params = {}
+    for fused in (True, False):
+        param = torch.nn.Parameter(start.clone())
+        opt = instantiate(cfg.optimizer)(params=[param], **({} if fused else {"fused": None}))
+        assert opt.param_groups[0]["fused"] is (fused or None)
+        for grad in grads:  # a few steps, so that the moments (Adam) and the momentum (SGD) count
+            param.grad = grad.clone()
+            opt.step()
+        params[fused] = param.detach()
+    assert not torch.equal(params[True], start)
+    torch.testing.assert_close(params[True], params[False], rtol=1e-6, atol=1e-7)
