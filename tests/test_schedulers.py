@@ -81,7 +81,7 @@ def test_every_optimizer_and_scheduler_config_steps(make_cfg, optimizer, schedul
 def test_every_optimizer_config_takes_the_fused_kernel_with_the_for_loop_update(make_cfg, optimizer):
     cfg = make_cfg(f"optimizer={optimizer}", "optimizer.weight_decay=0.01")
     torch.manual_seed(0)
-    start, grads = torch.randn(2, 100), [torch.randn(2, 100) for _ in range(3)]
+    start, grads = torch.randn(64, 1000), [torch.randn(64, 1000) for _ in range(3)]  # long enough for SIMD
     params = {}
     for fused in (True, False):
         param = torch.nn.Parameter(start.clone())
