@@ -368,6 +368,18 @@ def alternating_ratios(
     return wall, cpu
 
 
+def rss_growth_row(label: str, small_mib: float, large_mib: float, small: int, large: int) -> Row:
+    """The main process's peak RSS growth per image, extrapolated to 1.28 M images; a peak that fell
+    from the small to the large size is no growth (run-to-run noise), not negative gigabytes."""
+    per_image_kib = (large_mib - small_mib) * 1024 / (large - small)
+    measured = f"lower peak of the two runs at each size: {small_mib:,.0f} MiB at {small}, {large_mib:,.0f} at {large}"
+    if per_image_kib <= 0:
+        return Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", 0.0, "GiB",
+                   f"none measured ({measured})")  # fmt: skip
+    return Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", per_image_kib * IMAGENET / 1024**2,
+               "GiB", f"{per_image_kib:.2f} KiB an image ({measured})")  # fmt: skip
+
+
 def summary(
     sizes: Sequence[int],
     results: dict[tuple[int, str], tuple[ScaleRun, ScaleRun]],
@@ -407,7 +419,6 @@ def summary(
         build = (first.first_step_s - second.first_step_s) / large  # verification, statistics (, cache)
         # each size's lower peak of its two runs: a whole process's peak varies by ~100 MiB from run to run
         peak = {n: min(r.main_peak_mib for r in results[(n, label)]) for n in (small, large)}
-        growth = (peak[large] - peak[small]) / (large - small)
         epoch_h = float(steady[large]) * IMAGENET * 0.8 / 1e3 / 3600  # 80 % train
         rows += [
             Row("scale", f"1.28 M images, {label}: building on the first run", build * IMAGENET / 60, "min",
@@ -418,8 +429,7 @@ def summary(
                 "reading the results); plus imports and trainer set-up"),
             Row("scale", f"1.28 M images, {label}: training epoch", epoch_h, "h",
                 f"at {TRAIN_SIDE} px with a frozen backbone, per image at {large}"),
-            Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", growth * IMAGENET / 1024, "GiB",
-                f"{growth * 1024:.2f} KiB an image from {small} to {large} (the lower peak of the two runs at each)"),
+            rss_growth_row(label, peak[small], peak[large], small, large),
         ]  # fmt: skip
     at_224 = f"{IMAGENET * 3 * 224**2 / 1e9:.0f} GB at 224 px"
     rows.append(

@@ -246,3 +246,16 @@ def test_tree_rss_of_a_process_whose_memory_is_gone_is_zero_not_an_error(monkeyp
 
     monkeypatch.setattr(scale, "Path", ExitingProc)
     assert scale._tree_rss_kib(7) == (0, 0)
+
+
+def test_rss_growth_extrapolates_a_rise_and_reports_a_fall_as_no_growth():
+    """A peak that fell from 1k to 40k images (run-to-run noise of ~100 MiB) once printed -1.5 GiB at
+    1.28 M images; a rise is extrapolated per image."""
+    from benchmarks import scale
+
+    rise = scale.rss_growth_row("cache=null", 1000.0, 1039.0, 1_000, 40_000)  # 39 MiB over 39k images
+    assert rise.value == pytest.approx(scale.IMAGENET / 1000 / 1024)  # GiB: a thousandth of a MiB an image
+    assert "1.02 KiB an image" in rise.note
+    fall = scale.rss_growth_row("cache=null", 996.0, 954.0, 1_000, 40_000)
+    assert fall.value == 0.0
+    assert "none measured" in fall.note and "996 MiB at 1000" in fall.note
