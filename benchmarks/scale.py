@@ -371,13 +371,13 @@ def alternating_ratios(
 def rss_growth_row(label: str, small_mib: float, large_mib: float, small: int, large: int) -> Row:
     """The main process's peak RSS growth per image, extrapolated to 1.28 M images; a peak that fell
     from the small to the large size is no growth (run-to-run noise), not negative gigabytes."""
+    name = f"1.28 M images, {label}: peak RSS growth, main process"
     per_image_kib = (large_mib - small_mib) * 1024 / (large - small)
     measured = f"lower peak of the two runs at each size: {small_mib:,.0f} MiB at {small}, {large_mib:,.0f} at {large}"
     if per_image_kib <= 0:
-        return Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", 0.0, "GiB",
-                   f"none measured ({measured})")  # fmt: skip
-    return Row("scale", f"1.28 M images, {label}: peak RSS growth, main process", per_image_kib * IMAGENET / 1024**2,
-               "GiB", f"{per_image_kib:.2f} KiB an image ({measured})")  # fmt: skip
+        return Row("scale", name, 0.0, "GiB", f"none measured ({measured})")
+    gib = per_image_kib * IMAGENET / 1024**2
+    return Row("scale", name, gib, "GiB", f"{per_image_kib:.2f} KiB an image ({measured})")
 
 
 def summary(
